@@ -1,0 +1,467 @@
+"""The live side of one session: its reader, its writer, and how it ends.
+
+A :class:`Connection` owns two tasks in one task group: the reader (the
+calling task, handling each client frame in order) and the writer (draining
+the session's :class:`~chat.sendqueue.SendQueue` to the socket). Everything
+sent to the client goes through the queue, so a broadcast never waits for this
+session, and a close is just the last thing queued.
+
+A server-side close is :meth:`Connection.close`: idempotent, never waits.
+The writer sends what is queued, the ``bye`` (JSON sessions) and the close
+frame; the reader then waits for the peer's close reply. A peer that does not
+answer within ``CHAT_DRAIN_TIMEOUT`` is cut by the supervisor
+(:meth:`Connection.on_timer` calls :meth:`Connection.abort`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from chat.brokers import BrokerUnavailable, Draft
+from chat.errors import (
+    BinaryFrame,
+    BrokerDown,
+    CloseCode,
+    ErrorCode,
+    FrameError,
+    HeartbeatTimeout,
+    IdleTimeout,
+    InternalError,
+    MessageTooBig,
+    SessionClosed,
+    SlowConsumer,
+)
+from chat.protocol import (
+    PING,
+    PONG,
+    Ack,
+    Bye,
+    ClientFrame,
+    FrameId,
+    HeartbeatInfo,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    LimitsInfo,
+    MemberInfo,
+    Ping,
+    Pong,
+    Refresh,
+    Send,
+    Subprotocol,
+    Welcome,
+    decode_client_frame,
+    encode,
+    error_frame,
+)
+from chat.sendqueue import QueueClosed, SendQueue
+from chat.session import Due, Session
+
+if TYPE_CHECKING:
+    from chat.node import Node
+
+log = logging.getLogger("chat.session")
+
+#: How long the last rites (leaving rooms) may take once a session has ended.
+FINISH_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """The connection ended without the server asking: ``code`` and why, as seen below us."""
+
+    code: int
+    reason: str
+    by: str = "client"
+
+
+#: The peer's close frame arrived (``code`` is the peer's, when the server can tell).
+CLIENT_CLOSED = "client_closed"
+#: The connection died without a close frame (reset, timeout).
+CONNECTION_LOST = "connection_lost"
+
+
+class Transport(Protocol):
+    """One WebSocket as the domain sees it; the edge adapts ASGI to this."""
+
+    async def accept(self, subprotocol: str | None) -> None:
+        """Complete the handshake, selecting ``subprotocol``."""
+        ...
+
+    async def reject(self, status: int, detail: str) -> None:
+        """Refuse the handshake with an HTTP ``status`` and a JSON ``detail``."""
+        ...
+
+    async def receive(self) -> str | bytes | Disconnect:
+        """The next text or binary message, or :class:`Disconnect` once the connection ended."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one text frame; returns quietly if the connection is already gone."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send the close frame; returns quietly if the connection is already gone."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection now, without waiting for anything."""
+        ...
+
+
+class Endpoint(StrEnum):
+    """Which WebSocket route a handshake came through."""
+
+    #: ``/ws``: each text frame answered with ``Message text was: X``.
+    ECHO = "echo"
+    #: ``/ws/{room_id}``: plain-text or JSON rooms.
+    ROOM = "room"
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What the app knows of a WebSocket handshake before accepting it."""
+
+    endpoint: Endpoint
+    remote: str
+    room: str | None = None
+    subprotocols: tuple[str, ...] = ()
+    user: str | None = None
+    since: int | None = None
+
+
+class Connection:
+    """Runs one accepted session until it ends; see the module docstring."""
+
+    __slots__ = (
+        "_accepted",
+        "_closing",
+        "_finished",
+        "_node",
+        "_on_text",
+        "_scope",
+        "close_deadline",
+        "queue",
+        "session",
+        "transport",
+    )
+
+    def __init__(self, node: Node, session: Session, transport: Transport) -> None:
+        self._node = node
+        self.session = session
+        self.transport = transport
+        self.queue = SendQueue(node.settings.send_queue)
+        self.close_deadline: float | None = None
+        self._closing: SessionClosed | None = None
+        self._accepted = False
+        self._finished = False
+        self._scope: anyio.CancelScope | None = None
+        self._on_text: Callable[[str], Awaitable[None]] = self._on_json
+
+    # -- what the registry and the rooms see ------------------------------------
+
+    @property
+    def user(self) -> str:
+        return self.session.user
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
+    @property
+    def closing(self) -> SessionClosed | None:
+        """The close the server started, if any."""
+        return self._closing
+
+    def deliver(self, frame: str, text: str) -> None:
+        """Queue a room message (JSON ``frame`` or bare ``text``, by protocol); never waits."""
+        self.send(text if self.session.protocol is Subprotocol.TEXT else frame)
+
+    def send(self, frame: str) -> None:
+        """Queue one encoded frame; a full queue closes this session with 1013."""
+        if self._closing is None and not self.queue.put_nowait(frame):
+            self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self, error: SessionClosed) -> None:
+        """Start closing with ``error``'s code; idempotent, never waits.
+
+        A slow consumer's backlog is dropped; otherwise what is queued is sent
+        first. JSON sessions then get ``bye``, and every session the close frame.
+        """
+        if self._closing is not None or self._finished:
+            return
+        self._closing = error
+        self.close_deadline = self._node.clock.now() + self._node.settings.drain_timeout
+        if isinstance(error, SlowConsumer):
+            self.queue.clear()
+        if (
+            error.bye_reason is not None
+            and self._accepted
+            and self.session.protocol is not Subprotocol.TEXT
+        ):
+            bye = Bye(
+                reason=error.bye_reason,
+                reconnect=error.reconnect,
+                retry_after_ms=error.retry_after_ms,
+            )
+            self.queue.put_final(encode(bye))
+        self.queue.close()
+
+    def abort(self) -> None:
+        """Cut the connection now (a peer that does not answer the close)."""
+        if self._closing is None:
+            self.close(InternalError())
+        self.transport.abort()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def on_timer(self, now: float) -> None:
+        """Act on what the session's timers ask for at ``now`` (called by the supervisor)."""
+        if self._closing is not None:
+            if self.close_deadline is not None and now >= self.close_deadline:
+                self.abort()
+            return
+        if not self._accepted:
+            return
+        while (due := self.session.due(now)) is not None:
+            if due is Due.PING:
+                self.send(PING)
+                self.session.ping_sent(now)
+            elif due is Due.IDLE:
+                self.session.go_idle(now)
+            elif due is Due.HEARTBEAT_TIMEOUT:
+                self.close(HeartbeatTimeout())
+                return
+            else:
+                self.close(IdleTimeout())
+                return
+
+    # -- running ---------------------------------------------------------------
+
+    async def serve(self, handshake: Handshake) -> None:
+        """Run the accepted session until it ends, then record how it ended."""
+        self._accepted = True
+        disconnect: Disconnect | None = None
+        try:
+            try:
+                await self._greet(handshake)
+            except BrokerUnavailable:
+                self.close(BrokerDown(retry_after_ms=self._node.retry_after_ms()))
+            except Exception:
+                log.exception("session %s: internal error", self.session.id)
+                self.close(InternalError())
+            async with anyio.create_task_group() as group:
+                self._scope = group.cancel_scope
+                group.start_soon(self._write_loop)
+                disconnect = await self._read_loop()
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(disconnect)
+
+    async def _greet(self, handshake: Handshake) -> None:
+        node = self._node
+        protocol = self.session.protocol
+        if handshake.endpoint is Endpoint.ECHO:
+            self._on_text = self._on_echo
+            return
+        assert handshake.room is not None
+        if protocol is Subprotocol.TEXT:
+            self._on_text = self._on_room_text
+        else:
+            settings = node.settings
+            self.send(
+                encode(
+                    Welcome(
+                        session=self.session.id,
+                        user=self.session.user,
+                        node=settings.node_id,
+                        heartbeat=HeartbeatInfo(
+                            interval=settings.heartbeat_interval,
+                            timeout=settings.heartbeat_timeout,
+                        ),
+                        limits=LimitsInfo(
+                            max_message_bytes=settings.max_message_bytes,
+                            rate=settings.rate,
+                            burst=settings.burst,
+                        ),
+                    )
+                )
+            )
+        await self._join(handshake.room, handshake.since, None)
+
+    async def _read_loop(self) -> Disconnect:
+        transport = self.transport
+        session = self.session
+        totals = self._node.registry.totals
+        limit = self._node.settings.max_message_bytes
+        while True:
+            try:
+                item = await transport.receive()
+            except Exception:
+                return Disconnect(CloseCode.ABNORMAL, CONNECTION_LOST)
+            if isinstance(item, Disconnect):
+                return item
+            if self._closing is not None:
+                continue
+            session.messages_in += 1
+            totals.messages_in += 1
+            if isinstance(item, bytes):
+                self.close(BinaryFrame())
+            elif _too_big(item, limit):
+                self.close(MessageTooBig())
+            else:
+                try:
+                    await self._on_text(item)
+                except Exception:
+                    log.exception("session %s: internal error", session.id)
+                    self.close(InternalError())
+
+    async def _write_loop(self) -> None:
+        transport = self.transport
+        queue = self.queue
+        session = self.session
+        totals = self._node.registry.totals
+        batched = session.protocol is Subprotocol.BATCH
+        try:
+            while True:
+                frames = await queue.get_batch()
+                if batched:
+                    await transport.send_text("\n".join(frames))
+                else:
+                    for frame in frames:
+                        await transport.send_text(frame)
+                session.messages_out += len(frames)
+                totals.messages_out += len(frames)
+        except QueueClosed:
+            error = self._closing or InternalError()
+            await transport.close(error.code, error.description)
+        except Exception:
+            log.exception("session %s: writer failed", session.id)
+            self.abort()
+
+    async def _finish(self, disconnect: Disconnect | None) -> None:
+        self._finished = True
+        node = self._node
+        session = self.session
+        with anyio.move_on_after(FINISH_TIMEOUT):
+            for room in list(session.rooms):
+                await node.rooms.leave(room, self)
+        if self._closing is not None:
+            code, reason, by = int(self._closing.code), self._closing.reason, "server"
+        elif disconnect is not None:
+            code, reason, by = disconnect.code, disconnect.reason, disconnect.by
+        else:
+            code, reason, by = CloseCode.ABNORMAL, CONNECTION_LOST, "client"
+        session.close(node.clock.now(), code, reason, by)
+        node.registry.finished(self)
+        self.queue.close()
+        self.queue.clear()
+
+    # -- client frames -----------------------------------------------------------
+
+    async def _on_echo(self, text: str) -> None:
+        self.session.touch(self._node.clock.now())
+        self.send(f"Message text was: {text}")
+
+    async def _on_room_text(self, text: str) -> None:
+        session = self.session
+        clock = self._node.clock
+        session.touch(clock.now())
+        room = session.rooms[0]
+        try:
+            await self._node.broker.publish(Draft(room, session.user, text, None, clock.time()))
+        except BrokerUnavailable:
+            self.close(BrokerDown(retry_after_ms=self._node.retry_after_ms()))
+
+    async def _on_json(self, raw: str) -> None:
+        now = self._node.clock.now()
+        try:
+            frame = decode_client_frame(raw)
+        except FrameError as error:
+            self.session.touch(now)
+            self.send(error_frame(error))
+            return
+        if isinstance(frame, Pong):
+            self.session.pong_received(now)
+            return
+        if isinstance(frame, Ping):
+            self.send(PONG)
+            return
+        self.session.touch(now)
+        try:
+            await self._on_request(frame)
+        except FrameError as error:
+            self.send(error_frame(error))
+
+    async def _on_request(self, frame: ClientFrame) -> None:
+        if isinstance(frame, Send):
+            await self._publish(frame)
+        elif isinstance(frame, Join):
+            await self._join(frame.room, frame.since, frame.id)
+        elif isinstance(frame, Leave):
+            await self._leave(frame)
+        elif isinstance(frame, Refresh):
+            raise FrameError(
+                ErrorCode.BAD_REQUEST, "refresh needs JWT auth, which is not configured", frame.id
+            )
+
+    async def _publish(self, frame: Send) -> None:
+        session = self.session
+        if frame.room not in session.rooms:
+            raise FrameError(ErrorCode.NOT_JOINED, f"not joined to {frame.room}", frame.id)
+        draft = Draft(frame.room, session.user, frame.text, frame.id, self._node.clock.time())
+        try:
+            publication = await self._node.broker.publish(draft)
+        except BrokerUnavailable:
+            raise FrameError(
+                ErrorCode.UNAVAILABLE, "the broker is unavailable, try again", frame.id
+            ) from None
+        self.send(encode(Ack(id=frame.id, room=frame.room, seq=publication.seq)))
+
+    async def _join(self, room: str, since: int | None, frame_id: FrameId) -> None:
+        node = self._node
+        session = self.session
+        if room not in session.rooms:
+            if len(session.rooms) >= node.settings.max_rooms_per_session:
+                raise FrameError(
+                    ErrorCode.FORBIDDEN,
+                    f"at most {node.settings.max_rooms_per_session} rooms at once",
+                    frame_id,
+                )
+            await node.rooms.join(room, self)
+            session.rooms.append(room)
+        if session.protocol is Subprotocol.TEXT:
+            return
+        seq = await node.broker.latest_seq(room)
+        members = tuple(MemberInfo(user) for user in node.rooms.users(room))
+        # No history is kept yet: a gap can only be "recovered" when there is none.
+        recovered = since is not None and since >= seq
+        self.send(encode(Joined(room=room, seq=seq, recovered=recovered, members=members)))
+
+    async def _leave(self, frame: Leave) -> None:
+        session = self.session
+        if frame.room not in session.rooms:
+            raise FrameError(ErrorCode.NOT_JOINED, f"not joined to {frame.room}", frame.id)
+        session.rooms.remove(frame.room)
+        await self._node.rooms.leave(frame.room, self)
+        self.send(encode(Left(room=frame.room)))
+
+
+def _too_big(text: str, limit: int) -> bool:
+    """True when ``text`` is longer than ``limit`` bytes in UTF-8 (encoding only when it may be)."""
+    length = len(text)
+    if length > limit:
+        return True
+    if length * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit

@@ -1,0 +1,133 @@
+"""The tutorial's routes, grown up: ``GET /``, ``/ws`` echo and ``/ws/{room_id}`` rooms.
+
+Each WebSocket handshake becomes a :class:`~chat.connection.Handshake` and an
+:class:`AsgiTransport`, handed to the node; everything else is in the domain.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import cast
+
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from chat.connection import CLIENT_CLOSED, CONNECTION_LOST, Disconnect, Endpoint, Handshake
+from chat.errors import CloseCode
+from chat.hypercorn_hooks import ConnectionHandle, current_connection
+from chat.node import Node
+
+router = APIRouter()
+
+
+class AsgiTransport:
+    """A Starlette ``WebSocket`` as a :class:`~chat.connection.Transport`."""
+
+    __slots__ = ("_handle", "_websocket")
+
+    def __init__(self, websocket: WebSocket, handle: ConnectionHandle | None) -> None:
+        self._websocket = websocket
+        self._handle = handle
+
+    async def accept(self, subprotocol: str | None) -> None:
+        await self._websocket.accept(subprotocol)
+
+    async def reject(self, status: int, detail: str) -> None:
+        response = JSONResponse({"detail": detail}, status_code=status)
+        try:
+            await self._websocket.send_denial_response(response)
+        except RuntimeError:
+            # A server without the denial-response extension: its 403 is all we can say.
+            await self._websocket.close()
+
+    async def receive(self) -> str | bytes | Disconnect:
+        message = await self._websocket.receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                return cast(str, text)
+            return cast(bytes, message.get("bytes") or b"")
+        return self._disconnect(int(message.get("code", CloseCode.ABNORMAL)))
+
+    def _disconnect(self, code: int) -> Disconnect:
+        handle = self._handle
+        if handle is not None:
+            if handle.closed_with is not None:
+                return Disconnect(*handle.closed_with)
+            # Hypercorn reports 1006 for every close it did not start (issue #127).
+            return Disconnect(CloseCode.ABNORMAL, CONNECTION_LOST)
+        if code == CloseCode.ABNORMAL:
+            return Disconnect(code, CONNECTION_LOST)
+        return Disconnect(code, CLIENT_CLOSED)
+
+    async def send_text(self, text: str) -> None:
+        # A connection that is gone is the reader's to notice, not an error here.
+        with suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self._websocket.send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str) -> None:
+        with suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self._websocket.close(code, reason)
+
+    def abort(self) -> None:
+        if self._handle is not None:
+            self._handle.abort()
+
+
+def _node(websocket: WebSocket) -> Node:
+    return cast(Node, websocket.app.state.node)
+
+
+def _remote(websocket: WebSocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client else "unknown"
+
+
+async def _serve(websocket: WebSocket, handshake: Handshake) -> None:
+    handle = current_connection()
+    try:
+        await _node(websocket).handle(handshake, AsgiTransport(websocket, handle))
+    finally:
+        if handle is not None:
+            handle.release()
+
+
+@router.get("/")
+async def hello() -> dict[str, str]:
+    """The tutorial's greeting."""
+    return {"message": "Hello World"}
+
+
+@router.websocket("/ws")
+async def echo(websocket: WebSocket) -> None:
+    """Answer each text frame ``X`` with ``Message text was: X``."""
+    await _serve(
+        websocket,
+        Handshake(
+            endpoint=Endpoint.ECHO,
+            remote=_remote(websocket),
+            subprotocols=tuple(websocket.scope.get("subprotocols", ())),
+            user=websocket.query_params.get("user"),
+        ),
+    )
+
+
+@router.websocket("/ws/{room_id:path}")
+async def room(websocket: WebSocket, room_id: str) -> None:
+    """A room: plain text without a subprotocol, ``chat.v1`` JSON with one."""
+    since_text = websocket.query_params.get("since")
+    since: int | None = None
+    if since_text is not None:
+        since = int(since_text) if since_text.isascii() and since_text.isdigit() else -1
+    await _serve(
+        websocket,
+        Handshake(
+            endpoint=Endpoint.ROOM,
+            remote=_remote(websocket),
+            room=room_id,
+            subprotocols=tuple(websocket.scope.get("subprotocols", ())),
+            user=websocket.query_params.get("user"),
+            since=since,
+        ),
+    )

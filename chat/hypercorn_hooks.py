@@ -1,0 +1,271 @@
+"""Hypercorn 0.18.0 hooks: clean shutdown under the plain CLI, and control of each connection.
+
+Hypercorn gives an app no public hook that runs before it drops connections:
+its lifespan shutdown comes after every WebSocket is gone, and on Python 3.12+
+it never exits while one is open (``../shared/research/hypercorn.md``). It also
+always negotiates permessage-deflate, inflates without a cap, and never tells
+the app the peer's close code or lets it drop a peer that stopped reading.
+:func:`install` fixes these by replacing private names of Hypercorn 0.18.0
+(pinned in ``pyproject.toml``; the end-to-end shutdown tests guard them):
+
+1. ``hypercorn.asyncio.run.raise_shutdown``: the worker's shutdown trigger
+   (parent's event, signal, reload, ``max_requests``) or a SIGTERM sent to the
+   worker itself first drains the node (``bye``, 1001, bounded wait), then lets
+   Hypercorn close its listeners with nothing left open.
+2. ``TCPServer.run``: each connection gets a :class:`ConnectionHandle` in a
+   context variable that the app's task inherits: the transport to abort, the
+   peer's close code, and Hypercorn's ping task.
+3. ``PerMessageDeflate`` in ``ws_stream``: negotiated only when
+   ``CHAT_WS_COMPRESSION`` is true, and never inflating past
+   ``CHAT_MAX_MESSAGE_BYTES`` (close 1009).
+4. ``WebsocketBuffer``: Hypercorn buffers at most ``CHAT_MAX_MESSAGE_BYTES``
+   characters of a message instead of its 16 MiB default.
+5. ``Connection`` in ``ws_stream``: records the peer's close frame, and answers
+   a frame that fails to parse with a close frame instead of dropping the TCP
+   connection silently.
+6. ``WSStream._send_pings``: the ping task is cancelled with its session, so
+   a closed connection does not linger until the next ping tick.
+
+Only the asyncio and uvloop workers are covered (not trio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import suppress
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chat.node import Node
+
+log = logging.getLogger("chat.hypercorn")
+
+#: Set on the patched functions so that a second :func:`install` changes nothing.
+_MARK = "_chat_hook"
+
+
+class ConnectionHandle:
+    """What the app may know and do about its own TCP connection under Hypercorn."""
+
+    __slots__ = ("closed_with", "pinger", "transport")
+
+    def __init__(self, transport: asyncio.Transport | None) -> None:
+        self.transport = transport
+        #: Hypercorn's protocol-ping task for this connection, if pings are on.
+        self.pinger: asyncio.Task[Any] | None = None
+        #: ``(code, reason, by)`` of the first close seen below the app.
+        self.closed_with: tuple[int, str, str] | None = None
+
+    def record(self, code: int, reason: str, by: str) -> None:
+        """Remember how the connection ended (the first record wins)."""
+        if self.closed_with is None:
+            self.closed_with = (code, reason, by)
+
+    def release(self) -> None:
+        """The session is over: stop Hypercorn's ping task."""
+        if self.pinger is not None and not self.pinger.done():
+            self.pinger.cancel()
+        self.pinger = None
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, discarding what the peer never read."""
+        self.release()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+_current: ContextVar[ConnectionHandle | None] = ContextVar("chat_connection", default=None)
+
+
+def current_connection() -> ConnectionHandle | None:
+    """The handle of the connection this task serves; None outside a hooked Hypercorn."""
+    return _current.get()
+
+
+class _State:
+    node: Node | None = None
+    compression = False
+    max_message_bytes = 65536
+    drain: asyncio.Task[None] | None = None
+    signalled: asyncio.Event | None = None
+
+
+def install(node: Node) -> bool:
+    """Hook this process's Hypercorn to ``node`` (idempotent); True when Hypercorn is hooked.
+
+    Call it at import of the module Hypercorn loads (``main.py``): Hypercorn
+    imports the app in each worker before it starts serving.
+    """
+    _State.node = node
+    _State.compression = node.settings.ws_compression
+    _State.max_message_bytes = node.settings.max_message_bytes
+    try:
+        import hypercorn.asyncio.run as hc_run
+        import hypercorn.asyncio.tcp_server as hc_tcp
+        import hypercorn.protocol.ws_stream as hc_ws
+    except ImportError:  # pragma: no cover - hypercorn is a dependency
+        return False
+    if getattr(hc_run.__dict__["raise_shutdown"], _MARK, False):
+        return True
+    _patch_shutdown(hc_run)
+    _patch_connections(hc_tcp, hc_ws)
+    return True
+
+
+# -- 1. shutdown ------------------------------------------------------------------
+
+
+def _patch_shutdown(hc_run: Any) -> None:
+    original = hc_run.raise_shutdown
+
+    async def raise_shutdown(shutdown_event: Callable[[], Awaitable[Any]]) -> None:
+        async def trigger() -> None:
+            await _first_of(shutdown_event, _worker_signal().wait)
+            await _drain()
+
+        await original(trigger)
+
+    setattr(raise_shutdown, _MARK, True)
+    hc_run.raise_shutdown = raise_shutdown
+
+
+def _worker_signal() -> asyncio.Event:
+    """An event set by SIGTERM to this worker (installed once per process).
+
+    With ``-w N`` the parent ``terminate()``s workers still busy as soon as one
+    exits, and systemd signals every process: without this handler a worker
+    would die in the middle of closing its sessions. With ``-w 0`` it replaces
+    Hypercorn's own SIGTERM handler, which is why the trigger waits for it too.
+    """
+    if _State.signalled is None:
+        _State.signalled = asyncio.Event()
+        with suppress(NotImplementedError, RuntimeError):  # not on Unix: nothing to do
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _State.signalled.set)
+    return _State.signalled
+
+
+async def _first_of(*waiters: Callable[[], Awaitable[Any]]) -> None:
+    tasks = [asyncio.ensure_future(waiter()) for waiter in waiters]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _drain() -> None:
+    """Drain the node once per process, whoever asks first; never raises."""
+    if _State.drain is None:
+        _State.drain = asyncio.ensure_future(_drain_node())
+    await asyncio.shield(_State.drain)
+
+
+async def _drain_node() -> None:
+    node = _State.node
+    if node is None:
+        return
+    try:
+        await node.shutdown()
+    except Exception:
+        log.exception("draining sessions at shutdown failed")
+
+
+# -- 2 to 6. connections --------------------------------------------------------
+
+
+def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
+    from wsproto.connection import ConnectionState
+    from wsproto.events import CloseConnection
+    from wsproto.frame_protocol import CloseReason
+
+    original_run = hc_tcp.TCPServer.run
+
+    async def run(self: Any) -> None:
+        _current.set(ConnectionHandle(getattr(self.writer, "transport", None)))
+        await original_run(self)
+
+    hc_tcp.TCPServer.run = run
+
+    class CappedDeflate(hc_ws.PerMessageDeflate):  # type: ignore[misc]
+        """permessage-deflate only when configured, inflating at most the message limit."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._inflated = 0
+
+        def accept(self, offer: str) -> bool | str | None:
+            if not _State.compression:
+                return None
+            result: bool | str | None = super().accept(offer)
+            return result
+
+        def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+            if not self._inbound_compressed or not self._inbound_is_compressible:
+                result: bytes | CloseReason = super().frame_inbound_payload_data(proto, data)
+                return result
+            limit = _State.max_message_bytes
+            try:
+                inflated = self._decompressor.decompress(bytes(data), limit - self._inflated + 1)
+            except Exception:
+                return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+            self._inflated += len(inflated)
+            if self._inflated > limit:
+                return CloseReason.MESSAGE_TOO_BIG
+            return bytes(inflated)
+
+        def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+            result: bytes | CloseReason | None = super().frame_inbound_complete(proto, fin)
+            if fin:
+                self._inflated = 0
+            return result
+
+    class CappedBuffer(hc_ws.WebsocketBuffer):  # type: ignore[misc]
+        """Hypercorn's message buffer, capped at the app's limit (in characters for text)."""
+
+        def __init__(self, max_length: int) -> None:
+            super().__init__(min(max_length, _State.max_message_bytes))
+
+        def extend(self, event: Any) -> None:
+            try:
+                super().extend(event)
+            except hc_ws.FrameTooLargeError:
+                handle = _current.get()
+                if handle is not None:
+                    handle.record(1009, "message_too_big", "server")
+                raise
+
+    class RecordingConnection(hc_ws.Connection):  # type: ignore[misc]
+        """wsproto's connection, telling the app how the peer closed."""
+
+        def events(self) -> Iterator[Any]:
+            for event in super().events():
+                if isinstance(event, CloseConnection):
+                    handle = _current.get()
+                    if self.state is ConnectionState.OPEN:
+                        # A frame failed to parse (bad UTF-8, a too-big inflated
+                        # message): let Hypercorn answer it with a close frame.
+                        self._state = ConnectionState.REMOTE_CLOSING
+                        if handle is not None:
+                            reason = "message_too_big" if event.code == 1009 else "protocol_error"
+                            handle.record(int(event.code), reason, "server")
+                    elif handle is not None:
+                        handle.record(int(event.code), "client_closed", "client")
+                yield event
+
+    original_send_pings = hc_ws.WSStream._send_pings
+
+    async def send_pings(self: Any) -> None:
+        handle = _current.get()
+        if handle is not None:
+            handle.pinger = asyncio.current_task()
+        await original_send_pings(self)
+
+    hc_ws.PerMessageDeflate = CappedDeflate
+    hc_ws.WebsocketBuffer = CappedBuffer
+    hc_ws.Connection = RecordingConnection
+    hc_ws.WSStream._send_pings = send_pings

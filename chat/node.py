@@ -1,0 +1,189 @@
+"""A node: this process's registry, rooms, broker and supervisor, and the session lifecycle.
+
+The edge hands every WebSocket handshake to :meth:`Node.handle` and calls
+:meth:`Node.shutdown` when the server stops; everything between is here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from types import TracebackType
+from typing import Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from chat.brokers import Broker, open_broker
+from chat.clock import Clock, MonotonicClock, wait_within
+from chat.connection import Connection, Endpoint, Handshake, Transport
+from chat.errors import Rejection, Shutdown
+from chat.protocol import Subprotocol
+from chat.registry import Registry
+from chat.rooms import Rooms
+from chat.session import Session, Timers
+from chat.settings import NAME_PATTERN, Settings
+from chat.supervisor import Supervisor
+
+log = logging.getLogger("chat")
+
+#: After the drain timeout, how long aborted sessions get to finish.
+ABORT_GRACE = 1.0
+
+
+def choose_subprotocol(offered: tuple[str, ...]) -> Subprotocol:
+    """The first JSON subprotocol the client offered, else plain text."""
+    for name in offered:
+        if name == Subprotocol.JSON.value:
+            return Subprotocol.JSON
+        if name == Subprotocol.BATCH.value:
+            return Subprotocol.BATCH
+    return Subprotocol.TEXT
+
+
+class Node:
+    """One process's share of the chat service. Use as ``async with node:``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or MonotonicClock()
+        self.broker: Broker = broker or open_broker(settings.broker_url)
+        self.registry = Registry(
+            retention=settings.closed_retention, max_closed=settings.closed_max
+        )
+        self.rooms = Rooms(self.broker)
+        self.supervisor = Supervisor(self.registry, self.clock, settings.supervisor_tick)
+        self.timers = Timers(
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            idle_after=settings.idle_after,
+            idle_timeout=settings.idle_timeout,
+        )
+        self.started_at = self.clock.time()
+        self.started_mono = self.clock.now()
+        self.draining = False
+        self.running = False
+        self._group: TaskGroup | None = None
+        self._drained: anyio.Event | None = None
+
+    async def __aenter__(self) -> Self:
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        await group.start(self._run_broker)
+        group.start_soon(self.supervisor.run)
+        self.running = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        await self.shutdown()
+        self.running = False
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        return await self._group.__aexit__(exc_type, exc, traceback)
+
+    async def _run_broker(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await self.broker.run(self.rooms.dispatch, task_status=task_status)
+
+    @property
+    def ready(self) -> bool:
+        """Accepting sessions: running, not draining, broker healthy."""
+        return self.running and not self.draining and self.broker.healthy
+
+    def retry_after_ms(self) -> int:
+        """A jittered reconnect delay for ``bye``, so clients do not return all at once."""
+        return 1000 + random.randrange(4000)
+
+    # -- sessions ----------------------------------------------------------------
+
+    async def handle(self, handshake: Handshake, transport: Transport) -> None:
+        """Admit or refuse one handshake, then run the session until it ends."""
+        now = self.clock.now()
+        session_id = secrets.token_hex(6)
+        session = Session(
+            id=session_id,
+            user=f"anon-{session_id[:8]}",
+            protocol=choose_subprotocol(handshake.subprotocols),
+            remote=handshake.remote,
+            node=self.settings.node_id,
+            timers=self.timers,
+            now=now,
+        )
+        connection = Connection(self, session, transport)
+        self.registry.add(connection)
+        try:
+            self._admit(handshake, session)
+        except Rejection as rejection:
+            session.reject(self.clock.now(), rejection.status, rejection.reason)
+            self.registry.rejected(connection, rejection.reason)
+            await transport.reject(rejection.status, rejection.detail)
+            return
+        try:
+            protocol = session.protocol
+            await transport.accept(None if protocol is Subprotocol.TEXT else protocol.value)
+        except BaseException:
+            session.reject(self.clock.now(), 500, "accept_failed")
+            self.registry.rejected(connection, "accept_failed")
+            raise
+        session.accept(self.clock.now())
+        self.registry.accepted(connection)
+        if self.draining:
+            connection.close(Shutdown(retry_after_ms=self.retry_after_ms()))
+        await connection.serve(handshake)
+
+    def _admit(self, handshake: Handshake, session: Session) -> None:
+        """Raise :class:`Rejection` unless this handshake may become a session."""
+        if handshake.endpoint is Endpoint.ROOM and (
+            handshake.room is None or not NAME_PATTERN.fullmatch(handshake.room)
+        ):
+            raise Rejection(400, "bad_room", "room id must match [A-Za-z0-9_.-]{1,64}")
+        if handshake.since is not None and handshake.since < 0:
+            raise Rejection(400, "bad_since", "since must be a non-negative integer")
+        if handshake.user is not None:
+            if not NAME_PATTERN.fullmatch(handshake.user):
+                raise Rejection(400, "bad_user", "user must match [A-Za-z0-9_.-]{1,64}")
+            session.user = handshake.user
+        if self.draining or not self.running:
+            raise Rejection(503, "draining", "the server is shutting down")
+        if len(self.registry) > self.settings.max_sessions:
+            raise Rejection(503, "max_sessions", "the server is full, try again later")
+
+    async def shutdown(self) -> None:
+        """Drain: refuse new handshakes, close every session with ``bye`` and 1001.
+
+        Waits up to ``CHAT_DRAIN_TIMEOUT`` for the close handshakes, then cuts
+        the rest. Idempotent: a second call waits for the first to finish.
+        """
+        if self._drained is not None:
+            await self._drained.wait()
+            return
+        self._drained = anyio.Event()
+        self.draining = True
+        try:
+            live = self.registry.live()
+            if live:
+                log.info("draining %d sessions", len(live))
+            for connection in live:
+                connection.close(Shutdown(retry_after_ms=self.retry_after_ms()))
+            if not await wait_within(
+                self.clock, self.settings.drain_timeout, self.registry.wait_empty
+            ):
+                stuck = self.registry.live()
+                log.warning("cutting %d sessions that did not answer the close", len(stuck))
+                for connection in stuck:
+                    connection.abort()
+                await wait_within(self.clock, ABORT_GRACE, self.registry.wait_empty)
+        finally:
+            self._drained.set()

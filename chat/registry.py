@@ -1,0 +1,141 @@
+"""The session registry: every session of this process, live or recently closed.
+
+Live sessions are kept with their connection; a closed session stays visible
+for ``CHAT_CLOSED_RETENTION`` seconds and at most ``CHAT_CLOSED_MAX`` of them
+(the oldest go first), so memory stays bounded whatever the churn.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+
+from chat.errors import SessionClosed
+from chat.session import Session, SessionState
+
+
+class Live(Protocol):
+    """What the registry needs of a live connection."""
+
+    @property
+    def session(self) -> Session: ...
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting in the send queue."""
+        ...
+
+    def on_timer(self, now: float) -> None:
+        """Act on the session's timers at ``now``."""
+        ...
+
+    def close(self, error: SessionClosed) -> None:
+        """Start closing the session with ``error``'s code; never waits."""
+        ...
+
+    def abort(self) -> None:
+        """Cut the connection now."""
+        ...
+
+
+@dataclass(slots=True)
+class Totals:
+    """This process's counters since start."""
+
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    messages_in: int = 0
+    messages_out: int = 0
+    closed_by_reason: Counter[str] = field(default_factory=Counter)
+
+
+class Registry:
+    """Sessions by id. Not thread-safe: use it from the event loop only."""
+
+    def __init__(self, *, retention: float, max_closed: int) -> None:
+        self._retention = retention
+        self._max_closed = max_closed
+        self._live: dict[str, Live] = {}
+        self._closed: OrderedDict[str, Session] = OrderedDict()
+        self._emptied: anyio.Event | None = None
+        self.totals = Totals()
+
+    def add(self, live: Live) -> None:
+        """Track a new session (in ``connecting``)."""
+        self._live[live.session.id] = live
+
+    def accepted(self, live: Live) -> None:
+        """Count a session that reached ``active``."""
+        self.totals.accepted += 1
+
+    def rejected(self, live: Live, reason: str) -> None:
+        """Count a refused handshake and retire its (already closed) session."""
+        self.totals.rejected[reason] += 1
+        self._retire(live)
+
+    def finished(self, live: Live) -> None:
+        """Retire a session that reached ``closed``, counting why it closed."""
+        self.totals.closed_by_reason[live.session.close_reason or "unknown"] += 1
+        self._retire(live)
+
+    def _retire(self, live: Live) -> None:
+        session = live.session
+        if self._live.pop(session.id, None) is None:
+            return
+        if self._max_closed:
+            self._closed[session.id] = session
+            while len(self._closed) > self._max_closed:
+                self._closed.popitem(last=False)
+        if not self._live and self._emptied is not None:
+            self._emptied.set()
+
+    def purge(self, now: float) -> None:
+        """Forget closed sessions older than the retention."""
+        horizon = now - self._retention
+        while self._closed:
+            session = next(iter(self._closed.values()))
+            if session.closed_at is not None and session.closed_at > horizon:
+                break
+            self._closed.popitem(last=False)
+
+    async def wait_empty(self) -> None:
+        """Return once no session is live (connecting, active or idle)."""
+        while self._live:
+            if self._emptied is None:
+                self._emptied = anyio.Event()
+            await self._emptied.wait()
+            self._emptied = None
+
+    def live(self) -> list[Live]:
+        """A snapshot of the live sessions' connections."""
+        return list(self._live.values())
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def get(self, session_id: str) -> tuple[Session, int] | None:
+        """``(session, queued frames)`` for a live or retained session, or None."""
+        live = self._live.get(session_id)
+        if live is not None:
+            return live.session, live.queued
+        session = self._closed.get(session_id)
+        return None if session is None else (session, 0)
+
+    def sessions(self) -> Iterator[tuple[Session, int]]:
+        """Every live session, then the retained closed ones, newest first."""
+        for live in list(self._live.values()):
+            yield live.session, live.queued
+        for session in reversed(list(self._closed.values())):
+            yield session, 0
+
+    def counts(self) -> dict[str, int]:
+        """Sessions per state; ``closed`` counts the retained ones."""
+        counts = dict.fromkeys((state.value for state in SessionState), 0)
+        for live in self._live.values():
+            counts[live.session.state.value] += 1
+        counts[SessionState.CLOSED.value] += len(self._closed)
+        return counts

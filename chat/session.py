@@ -1,0 +1,256 @@
+"""The session state machine and the session record. Pure: time comes in as ``now``.
+
+Everything that affects a session's state lives in this module. The legal
+moves are the data in :data:`TRANSITIONS`; :meth:`Session.handle` is the only
+code that assigns :attr:`Session.state`, and an illegal move raises
+:class:`IllegalTransition` and changes nothing.
+
+Times named ``now`` are the injected clock's monotonic seconds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from chat.protocol import Subprotocol
+
+
+class SessionState(StrEnum):
+    """Where a session is in its life (DESIGN.md section 3)."""
+
+    #: The WebSocket handshake reached the app; not accepted yet.
+    CONNECTING = "connecting"
+    #: Accepted, and the client did something within ``CHAT_IDLE_AFTER``.
+    ACTIVE = "active"
+    #: Accepted, but no client activity for ``CHAT_IDLE_AFTER`` (heartbeats do not count).
+    IDLE = "idle"
+    #: Ended: rejected, closed by either side, or lost. Terminal.
+    CLOSED = "closed"
+
+
+class SessionEvent(StrEnum):
+    """What can happen to a session."""
+
+    #: The handshake passed every check and was accepted.
+    ACCEPT = "accept"
+    #: The handshake was refused with an HTTP status.
+    REJECT = "reject"
+    #: No client activity for ``CHAT_IDLE_AFTER`` seconds.
+    QUIET = "quiet"
+    #: Client activity (any frame but ``ping``/``pong``) while idle.
+    ACTIVITY = "activity"
+    #: The client closed, the server closed, or the connection died.
+    CLOSE = "close"
+
+
+#: ``(state, event) -> new state``; every pair not listed is illegal.
+TRANSITIONS: Mapping[tuple[SessionState, SessionEvent], SessionState] = {
+    (SessionState.CONNECTING, SessionEvent.ACCEPT): SessionState.ACTIVE,
+    (SessionState.CONNECTING, SessionEvent.REJECT): SessionState.CLOSED,
+    (SessionState.ACTIVE, SessionEvent.QUIET): SessionState.IDLE,
+    (SessionState.IDLE, SessionEvent.ACTIVITY): SessionState.ACTIVE,
+    (SessionState.ACTIVE, SessionEvent.CLOSE): SessionState.CLOSED,
+    (SessionState.IDLE, SessionEvent.CLOSE): SessionState.CLOSED,
+}
+
+
+class IllegalTransition(RuntimeError):
+    """``event`` is not allowed in ``state``; nothing was changed."""
+
+    def __init__(self, state: SessionState, event: SessionEvent) -> None:
+        super().__init__(f"{event.value!r} is not allowed in state {state.value!r}")
+        self.state = state
+        self.event = event
+
+
+def next_state(state: SessionState, event: SessionEvent) -> SessionState:
+    """The state after ``event`` in ``state``; raises :class:`IllegalTransition`."""
+    try:
+        return TRANSITIONS[state, event]
+    except KeyError:
+        raise IllegalTransition(state, event) from None
+
+
+class Due(StrEnum):
+    """What a session's timers ask for at a given ``now`` (see :meth:`Session.due`)."""
+
+    #: Send a heartbeat ``ping``.
+    PING = "ping"
+    #: Move from ``active`` to ``idle``.
+    IDLE = "idle"
+    #: Close 4001: the last ping went unanswered.
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    #: Close 4500: no activity for ``CHAT_IDLE_TIMEOUT``.
+    IDLE_TIMEOUT = "idle_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """The session timers, from settings. ``idle_timeout`` 0 means never."""
+
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    idle_after: float
+    idle_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One state change: the new ``state``, when (``at``, monotonic) and why."""
+
+    state: SessionState
+    at: float
+    reason: str
+
+
+#: State changes kept per session; the oldest are dropped beyond this.
+HISTORY_LIMIT = 64
+
+
+class Session:
+    """One WebSocket connection's record: state, history, timers and counters.
+
+    Created in ``connecting``. The async layer reports what happens
+    (:meth:`accept`, :meth:`touch`, :meth:`ping_sent`, :meth:`pong_received`,
+    :meth:`close`) and asks :meth:`due` what the timers want; it never assigns
+    state itself.
+    """
+
+    __slots__ = (
+        "_next_ping_at",
+        "_pong_deadline",
+        "close_code",
+        "close_reason",
+        "closed_at",
+        "closed_by",
+        "connected_at",
+        "heartbeats",
+        "history",
+        "id",
+        "last_activity",
+        "messages_in",
+        "messages_out",
+        "node",
+        "protocol",
+        "remote",
+        "rooms",
+        "state",
+        "timers",
+        "user",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        user: str,
+        protocol: Subprotocol,
+        remote: str,
+        node: str,
+        timers: Timers,
+        now: float,
+    ) -> None:
+        self.id = id
+        self.user = user
+        self.protocol = protocol
+        self.remote = remote
+        self.node = node
+        self.timers = timers
+        #: JSON sessions answer ``ping`` frames; plain-text ones cannot.
+        self.heartbeats = protocol is not Subprotocol.TEXT
+        self.rooms: list[str] = []
+        self.state = SessionState.CONNECTING
+        self.history: deque[HistoryEntry] = deque(
+            [HistoryEntry(SessionState.CONNECTING, now, "handshake")], maxlen=HISTORY_LIMIT
+        )
+        self.connected_at = now
+        self.last_activity = now
+        self.messages_in = 0
+        self.messages_out = 0
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.closed_by: str | None = None
+        self.closed_at: float | None = None
+        self._next_ping_at = now + timers.heartbeat_interval
+        self._pong_deadline: float | None = None
+
+    def handle(self, event: SessionEvent, now: float, reason: str) -> SessionState:
+        """Apply ``event`` through :data:`TRANSITIONS`, record it, return the new state.
+
+        Raises :class:`IllegalTransition` (changing nothing) for an illegal event.
+        """
+        new = next_state(self.state, event)
+        self.state = new
+        self.history.append(HistoryEntry(new, now, reason))
+        return new
+
+    @property
+    def is_live(self) -> bool:
+        """Accepted and not closed."""
+        return self.state is SessionState.ACTIVE or self.state is SessionState.IDLE
+
+    def accept(self, now: float) -> None:
+        """The handshake was accepted: ``connecting`` to ``active``; timers start."""
+        self.handle(SessionEvent.ACCEPT, now, "accepted")
+        self.last_activity = now
+        self._next_ping_at = now + self.timers.heartbeat_interval
+
+    def reject(self, now: float, status: int, reason: str) -> None:
+        """The handshake was refused with HTTP ``status``: ``connecting`` to ``closed``."""
+        self.handle(SessionEvent.REJECT, now, f"rejected {status} {reason}")
+        self.close_reason = reason
+        self.closed_by = "server"
+        self.closed_at = now
+
+    def touch(self, now: float) -> bool:
+        """Record client activity; an idle session becomes active. True if it woke up."""
+        self.last_activity = now
+        if self.state is SessionState.IDLE:
+            self.handle(SessionEvent.ACTIVITY, now, "activity")
+            return True
+        return False
+
+    def ping_sent(self, now: float) -> None:
+        """A heartbeat ``ping`` went out: the ``pong`` is due within the timeout."""
+        self._pong_deadline = now + self.timers.heartbeat_timeout
+        self._next_ping_at = now + self.timers.heartbeat_interval
+
+    def pong_received(self, now: float) -> None:
+        """The client answered: the heartbeat deadline is lifted (not activity)."""
+        self._pong_deadline = None
+
+    def go_idle(self, now: float) -> None:
+        """``active`` to ``idle`` after ``CHAT_IDLE_AFTER`` without activity."""
+        self.handle(SessionEvent.QUIET, now, f"no activity for {self.timers.idle_after:g}s")
+
+    def close(self, now: float, code: int, reason: str, closed_by: str) -> None:
+        """The connection ended: ``active``/``idle`` to ``closed`` with its cause."""
+        self.handle(SessionEvent.CLOSE, now, f"{code} {reason} by {closed_by}")
+        self.close_code = code
+        self.close_reason = reason
+        self.closed_by = closed_by
+        self.closed_at = now
+        self._pong_deadline = None
+
+    def due(self, now: float) -> Due | None:
+        """What the timers want at ``now``, the most pressing first; None when nothing.
+
+        A close wins over going idle, going idle over a ping. Heartbeats apply
+        to JSON sessions only; plain-text liveness is left to the server's
+        protocol pings.
+        """
+        if not self.is_live:
+            return None
+        if self._pong_deadline is not None and now >= self._pong_deadline:
+            return Due.HEARTBEAT_TIMEOUT
+        quiet = now - self.last_activity
+        if self.timers.idle_timeout and quiet >= self.timers.idle_timeout:
+            return Due.IDLE_TIMEOUT
+        if self.state is SessionState.ACTIVE and quiet >= self.timers.idle_after:
+            return Due.IDLE
+        if self.heartbeats and self._pong_deadline is None and now >= self._next_ping_at:
+            return Due.PING
+        return None

@@ -1,0 +1,157 @@
+"""The one immutable settings object, read from ``CHAT_*`` environment variables.
+
+Only :func:`load_settings` reads the environment; everything else receives a
+:class:`Settings` built at the edge. A bad value raises :class:`SettingsError`
+whose message names the variable, so a misconfigured server refuses to start
+with a sentence instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PREFIX = "CHAT_"
+
+#: Room ids and user names: checked before they touch any key, channel or log.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class SettingsError(ValueError):
+    """A ``CHAT_*`` setting is missing, malformed or out of range."""
+
+
+class Settings(BaseSettings):
+    """Every app setting, validated and frozen. Durations are float seconds."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid")
+
+    # repr=False: URLs and secrets may hold credentials; they never reach a log line.
+    broker_url: str = Field(default="memory://", repr=False)
+    node_id: str = Field(default_factory=_default_node_id, min_length=1, max_length=128)
+    heartbeat_interval: float = Field(default=25.0, gt=0)
+    heartbeat_timeout: float = Field(default=10.0, gt=0)
+    idle_after: float = Field(default=60.0, gt=0)
+    idle_timeout: float = Field(default=600.0, ge=0)
+    closed_retention: float = Field(default=300.0, ge=0)
+    closed_max: int = Field(default=10_000, ge=0)
+    drain_timeout: float = Field(default=2.0, gt=0, le=60)
+    max_message_bytes: int = Field(default=65536, ge=64, le=16 * 1024 * 1024)
+    rate: float = Field(default=20.0, gt=0)
+    burst: int = Field(default=40, ge=1)
+    send_queue: int = Field(default=1000, ge=1)
+    max_sessions: int = Field(default=10_000, ge=1)
+    max_sessions_per_user: int = Field(default=10, ge=0)
+    max_sessions_per_ip: int = Field(default=0, ge=0)
+    max_rooms_per_session: int = Field(default=128, ge=1)
+    ws_compression: bool = False
+    history_size: int = Field(default=100, ge=0)
+    history_ttl: float = Field(default=300.0, ge=0)
+    jwt_secret: str | None = Field(default=None, repr=False)
+    jwt_public_key: str | None = Field(default=None, repr=False)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway: float = Field(default=30.0, ge=0)
+    allowed_origins: str | None = None
+    status_token: str | None = Field(default=None, repr=False)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only explicit values: load_settings() decides where they come from,
+        # so that tests and embedders never pick up the process environment.
+        return (init_settings,)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme not in {"memory", "redis", "rediss"}:
+            raise ValueError("must start with memory://, redis:// or rediss://")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent_timers(self) -> Self:
+        if self.idle_timeout and self.idle_timeout <= self.idle_after:
+            raise ValueError("CHAT_IDLE_TIMEOUT must be 0 (never) or greater than CHAT_IDLE_AFTER")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when a JWT key is configured (either setting turns auth on)."""
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+    @property
+    def supervisor_tick(self) -> float:
+        """How often timers are checked: a quarter of the shortest timer, 50 ms to 1 s."""
+        timers = [self.heartbeat_interval, self.heartbeat_timeout, self.idle_after]
+        if self.idle_timeout:
+            timers.append(self.idle_timeout)
+        return min(1.0, max(0.05, min(timers) / 4))
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines; blank lines and ``#`` comments are skipped."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{number}: expected KEY=value, got {stripped!r}")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``CHAT_*`` variables of ``environ`` (default: the process's).
+
+    When ``CHAT_ENV_FILE`` names a file, its ``CHAT_*`` lines are read first and
+    the environment overrides them. Raises :class:`SettingsError` naming the
+    first bad or unknown variable.
+    """
+    source = dict(os.environ if environ is None else environ)
+    merged: dict[str, str] = {}
+    env_file = source.pop(f"{PREFIX}ENV_FILE", None)
+    if env_file:
+        try:
+            merged.update(_read_env_file(Path(env_file)))
+        except OSError as error:
+            raise SettingsError(f"{PREFIX}ENV_FILE: cannot read {env_file}: {error}") from None
+    merged.update(source)
+    values: dict[str, Any] = {}
+    for key, value in merged.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :].lower()
+        if name not in Settings.model_fields:
+            raise SettingsError(f"{key}: unknown setting (see the settings table in README.md)")
+        values[name] = value
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = first["loc"]
+        message = first["msg"].removeprefix("Value error, ")
+        if location:
+            message = f"{PREFIX}{str(location[0]).upper()}: {message}"
+        raise SettingsError(message) from None

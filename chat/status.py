@@ -1,0 +1,164 @@
+"""Health, readiness, status and metrics endpoints (DESIGN.md section 7).
+
+Open when no credentials are configured (the default binds to loopback).
+With ``CHAT_STATUS_TOKEN`` set they need ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from chat import __version__
+from chat.metrics import Metrics
+from chat.node import Node
+from chat.session import Session, SessionState
+
+router = APIRouter()
+
+
+def _node(request: Request) -> Node:
+    return cast(Node, request.app.state.node)
+
+
+def require_status_access(request: Request) -> None:
+    """Refuse with 401 unless the status endpoints are open or the bearer token matches."""
+    token = _node(request).settings.status_token
+    if not token:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="status token required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+NodeDep = Annotated[Node, Depends(_node)]
+Guarded = [Depends(require_status_access)]
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Unix seconds as an ISO 8601 UTC string with milliseconds, or None."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def session_view(
+    node: Node, session: Session, queued: int, *, history: bool = False
+) -> dict[str, Any]:
+    """A session as the status API shows it; times converted from the monotonic clock."""
+    now = node.clock.now()
+    offset = node.clock.time() - now
+    end = session.closed_at if session.closed_at is not None else now
+    view: dict[str, Any] = {
+        "id": session.id,
+        "user": session.user,
+        "state": session.state.value,
+        "protocol": session.protocol.value,
+        "rooms": list(session.rooms),
+        "remote": session.remote,
+        "node": session.node,
+        "connected_at": iso(session.connected_at + offset),
+        "last_activity_at": iso(session.last_activity + offset),
+        "idle_s": round(max(0.0, end - session.last_activity), 3),
+        "messages_in": session.messages_in,
+        "messages_out": session.messages_out,
+        "queue": queued,
+        "close_code": session.close_code,
+        "close_reason": session.close_reason,
+        "closed_by": session.closed_by,
+        "closed_at": iso(None if session.closed_at is None else session.closed_at + offset),
+    }
+    if history:
+        view["history"] = [
+            {"state": entry.state.value, "at": iso(entry.at + offset), "reason": entry.reason}
+            for entry in session.history
+        ]
+    return view
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """200 while the process serves."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(node: NodeDep) -> JSONResponse:
+    """200 when accepting sessions; 503 while draining or when the broker is down."""
+    if node.ready:
+        return JSONResponse({"status": "ready"})
+    reason = "draining" if node.draining else "broker unavailable" if node.running else "starting"
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+
+@router.get("/status", dependencies=Guarded)
+async def status(node: NodeDep) -> dict[str, Any]:
+    """This node's summary."""
+    totals = node.registry.totals
+    return {
+        "node": node.settings.node_id,
+        "version": __version__,
+        "started_at": iso(node.started_at),
+        "uptime_s": round(node.clock.now() - node.started_mono, 3),
+        "draining": node.draining,
+        "broker": {"url": node.broker.url, "healthy": node.broker.healthy},
+        "sessions": node.registry.counts(),
+        "rooms": node.rooms.counts(),
+        "totals": {
+            "accepted": totals.accepted,
+            "rejected": dict(totals.rejected),
+            "messages_in": totals.messages_in,
+            "messages_out": totals.messages_out,
+            "closed_by_reason": dict(totals.closed_by_reason),
+        },
+    }
+
+
+@router.get("/status/sessions", dependencies=Guarded)
+async def sessions(
+    node: NodeDep,
+    state: SessionState | None = None,
+    room: str | None = None,
+    user: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> dict[str, list[dict[str, Any]]]:
+    """Live sessions, then recently closed ones; filtered by ``state``, ``room``, ``user``."""
+    found: list[dict[str, Any]] = []
+    for session, queued in node.registry.sessions():
+        if state is not None and session.state is not state:
+            continue
+        if room is not None and room not in session.rooms:
+            continue
+        if user is not None and session.user != user:
+            continue
+        found.append(session_view(node, session, queued))
+        if len(found) >= limit:
+            break
+    return {"sessions": found}
+
+
+@router.get("/status/sessions/{session_id}", dependencies=Guarded)
+async def session_detail(node: NodeDep, session_id: str) -> dict[str, Any]:
+    """One session with its state history; 404 if unknown or no longer retained."""
+    found = node.registry.get(session_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such session")
+    session, queued = found
+    return session_view(node, session, queued, history=True)
+
+
+@router.get("/metrics", dependencies=Guarded)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    rendered = cast(Metrics, request.app.state.metrics).render()
+    return Response(rendered, media_type=CONTENT_TYPE_LATEST)
