@@ -35,7 +35,9 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     """Every app setting, validated and frozen. Durations are float seconds."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, frozen=True, extra="forbid", allow_inf_nan=False
+    )
 
     # repr=False: URLs and secrets may hold credentials; they never reach a log line.
     broker_url: str = Field(default="memory://", repr=False)
@@ -101,8 +103,17 @@ class Settings(BaseSettings):
 
     @property
     def supervisor_tick(self) -> float:
-        """How often timers are checked: a quarter of the shortest timer, 50 ms to 1 s."""
-        timers = [self.heartbeat_interval, self.heartbeat_timeout, self.idle_after]
+        """How often timers are checked: a quarter of the shortest timer, 50 ms to 1 s.
+
+        Every timer (heartbeats, idle, cutting a peer that ignores a close) fires
+        within one tick of its deadline.
+        """
+        timers = [
+            self.heartbeat_interval,
+            self.heartbeat_timeout,
+            self.idle_after,
+            self.drain_timeout,
+        ]
         if self.idle_timeout:
             timers.append(self.idle_timeout)
         return min(1.0, max(0.05, min(timers) / 4))
@@ -111,7 +122,7 @@ class Settings(BaseSettings):
 def _read_env_file(path: Path) -> dict[str, str]:
     """``KEY=value`` lines; blank lines and ``#`` comments are skipped."""
     values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -135,7 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if env_file:
         try:
             merged.update(_read_env_file(Path(env_file)))
-        except OSError as error:
+        except (OSError, UnicodeDecodeError) as error:
             raise SettingsError(f"{PREFIX}ENV_FILE: cannot read {env_file}: {error}") from None
     merged.update(source)
     values: dict[str, Any] = {}

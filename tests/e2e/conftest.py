@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Server, start_server
+
+StartServer = Callable[..., Server]
+
+
+@contextmanager
+def server_pool(log_dir: Path) -> Iterator[StartServer]:
+    """Start servers on demand; on exit stop each (by PID) and check its log."""
+    servers: list[Server] = []
+
+    def _start(env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> Server:
+        server = start_server(log_dir, env, args)
+        servers.append(server)
+        return server
+
+    try:
+        yield _start
+    finally:
+        for server in servers:
+            server.stop()
+    for server in servers:
+        # A normal disconnect is not an error: no test may leave a traceback behind.
+        assert "Traceback" not in server.log(), server.log()
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[StartServer]:
+    """Start servers for one test."""
+    with server_pool(tmp_path) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def start_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServer]:
+    """Start servers shared by the tests of one module."""
+    with server_pool(tmp_path_factory.mktemp("servers")) as pool:
+        yield pool
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)

@@ -1,0 +1,173 @@
+"""Run the real ``hypercorn main:app`` in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One hypercorn process (and its workers) serving ``main:app``."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    stopped: bool = field(default=False)
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def http(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(self.http(path), timeout=5, **kwargs)
+
+    def json(self, path: str) -> Any:
+        response = self.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status, waiting at most ``timeout`` seconds."""
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL to the whole process group if it does not exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        # Workers of a killed parent must not outlive the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.stopped = True
+
+
+def start_server(
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    python: str = sys.executable,
+) -> Server:
+    """Start hypercorn with ``CHAT_*`` settings ``env``; return once ``/readyz`` is 200."""
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_")}
+    command = [python, "-m", "hypercorn", "-b", f"127.0.0.1:{port}", *args, "main:app"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**clean, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(process, port, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.http("/readyz"), timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+def open_ws(url: str, *, subprotocols: Sequence[str] | None = None, **kwargs: Any) -> Any:
+    """A ``websockets`` client connection without its own keepalive pings."""
+    return connect(
+        url,
+        subprotocols=[Subprotocol(name) for name in subprotocols] if subprotocols else None,
+        ping_interval=None,
+        open_timeout=5,
+        **kwargs,
+    )
+
+
+class JsonClient:
+    """A ``chat.v1`` client over a ``websockets`` connection, batches split."""
+
+    def __init__(self, ws: ClientConnection, *, answer_pings: bool = True) -> None:
+        self.ws = ws
+        self.answer_pings = answer_pings
+        self._pending: list[dict[str, Any]] = []
+
+    async def recv(self) -> dict[str, Any]:
+        """The next object that is not a heartbeat ``ping`` (those are answered)."""
+        while True:
+            if not self._pending:
+                raw = await self.ws.recv()
+                assert isinstance(raw, str)
+                self._pending.extend(orjson.loads(line) for line in raw.split("\n") if line)
+            frame = self._pending.pop(0)
+            if frame.get("type") == "ping" and self.answer_pings:
+                await self.send({"type": "pong"})
+                continue
+            return frame
+
+    async def recv_type(self, kind: str) -> dict[str, Any]:
+        """Skip frames until one of type ``kind``."""
+        while True:
+            frame = await self.recv()
+            if frame["type"] == kind:
+                return frame
+
+    async def send(self, frame: Mapping[str, Any]) -> None:
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    async def greeted(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``welcome`` and ``joined`` every room session starts with."""
+        welcome = await self.recv()
+        joined = await self.recv()
+        assert (welcome["type"], joined["type"]) == ("welcome", "joined")
+        return welcome, joined
+
+
+def eventually(check: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
+    """Call ``check()`` until it returns a truthy value (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)

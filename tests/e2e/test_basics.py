@@ -1,0 +1,259 @@
+"""The tutorial's behaviour, the JSON protocol and bad input, against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.e2e.conftest import StartServer
+from tests.e2e.harness import REPO, JsonClient, Server, eventually, open_ws
+
+pytestmark = pytest.mark.anyio
+
+LIMIT = 1024
+
+
+@pytest.fixture(scope="module")
+def server(start_shared: StartServer) -> Server:
+    return start_shared({"CHAT_MAX_MESSAGE_BYTES": str(LIMIT)})
+
+
+async def close_code_after(ws: object, frame: str | bytes) -> int | None:
+    """Send ``frame`` and read until the server closes; the close code it sent."""
+    await ws.send(frame)  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()  # type: ignore[attr-defined]
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+def test_root_says_hello(server: Server) -> None:
+    assert server.json("/") == {"message": "Hello World"}
+
+
+async def test_echo(server: Server) -> None:
+    async with open_ws(server.ws("/ws")) as ws:
+        for text in ["hello", "", "ünïcödé ✓"]:
+            await ws.send(text)
+            assert await ws.recv() == f"Message text was: {text}"
+
+
+async def test_a_room_of_three_plain_text_clients_each_receive_every_message(
+    server: Server,
+) -> None:
+    async with (
+        open_ws(server.ws("/ws/trio")) as a,
+        open_ws(server.ws("/ws/trio")) as b,
+        open_ws(server.ws("/ws/trio")) as c,
+        open_ws(server.ws("/ws/other")) as outsider,
+    ):
+        clients = [a, b, c]
+        await asyncio.sleep(0.1)
+        expected = []
+        for index, client in enumerate(clients):
+            for n in range(5):
+                text = f"from {index} #{n}"
+                expected.append(text)
+                await client.send(text)
+        streams = []
+        for client in clients:
+            async with asyncio.timeout(5):
+                streams.append([await client.recv() for _ in expected])
+        # Every member, the senders included, gets every message, in one room order.
+        assert sorted(streams[0]) == sorted(expected)
+        assert streams[1] == streams[0]
+        assert streams[2] == streams[0]
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await outsider.recv()
+
+
+async def test_json_session_is_welcomed_then_gets_its_message_and_ack(server: Server) -> None:
+    async with open_ws(server.ws("/ws/lobby?user=alice"), subprotocols=["chat.v1"]) as ws:
+        assert ws.subprotocol == "chat.v1"
+        client = JsonClient(ws)
+        welcome, joined = await client.greeted()
+        assert welcome["user"] == "alice"
+        assert set(welcome) >= {"session", "user", "node", "heartbeat", "limits"}
+        assert welcome["limits"]["max_message_bytes"] == LIMIT
+        assert joined["members"] == [{"user": "alice"}]
+        await client.send({"type": "send", "room": "lobby", "text": "hi", "id": "m-1"})
+        frames = [await client.recv(), await client.recv()]
+        message = next(f for f in frames if f["type"] == "message")
+        ack = next(f for f in frames if f["type"] == "ack")
+        assert (message["text"], message["user"], message["id"], message["seq"]) == (
+            "hi",
+            "alice",
+            "m-1",
+            1,
+        )
+        assert ack == {"type": "ack", "id": "m-1", "room": "lobby", "seq": 1}
+        await client.send({"type": "ping"})
+        assert await client.recv() == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/ws/a/b", "/ws/" + "x" * 65, "/ws/caf%C3%A9", "/ws/", "/ws/sp%20ace", "/ws/semi;colon"],
+)
+async def test_bad_room_ids_are_refused_with_400_before_accept(server: Server, path: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with open_ws(server.ws(path)):
+            pass
+    assert refused.value.response.status_code == 400
+    assert b"room id" in refused.value.response.body
+
+
+@pytest.mark.parametrize(
+    ("path", "subprotocols"),
+    [("/ws", None), ("/ws/lobby", None), ("/ws/lobby", ["chat.v1"])],
+)
+async def test_binary_frames_close_1003(
+    server: Server, path: str, subprotocols: list[str] | None
+) -> None:
+    async with open_ws(server.ws(path), subprotocols=subprotocols) as ws:
+        assert await close_code_after(ws, b"\x00binary") == 1003
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("a" * LIMIT, None),
+        ("a" * (LIMIT + 1), 1009),
+        ("é" * (LIMIT // 2 + 1), 1009),  # fewer characters than the limit, more bytes
+        ("a" * (LIMIT * 64), 1009),
+    ],
+)
+async def test_messages_over_the_limit_close_1009(
+    server: Server, text: str, code: int | None
+) -> None:
+    async with open_ws(server.ws("/ws")) as ws:
+        if code is None:
+            await ws.send(text)
+            assert await ws.recv() == f"Message text was: {text}"
+        else:
+            assert await close_code_after(ws, text) == code
+    if code is not None:
+
+        def newest_closed() -> dict[str, object]:
+            sessions = server.json("/status/sessions?state=closed&limit=1")["sessions"]
+            return sessions[0] if sessions and sessions[0]["close_code"] == 1009 else {}
+
+        assert eventually(newest_closed)["close_reason"] == "message_too_big"
+
+
+INVALID_FRAMES = [
+    "{not json",
+    "NaN",
+    '{"type": "send", "room": "lobby", "text": NaN}',
+    '{"type": "send", "room": "lobby", "text": Infinity}',
+    '{"type": "send", "room": "lobby", "text": "\\ud800"}',
+    '{"type": "send", "room": "lobby", "text": "x", "extra": ' + "[" * 40 + "]" * 40 + "}",
+    "[" * 1000,
+    "[1, 2]",
+    '"just a string"',
+    '{"room": "lobby", "text": "no type"}',
+    '{"type": 42}',
+    '{"type": "send", "room": "lobby", "text": 42}',
+    '{"type": "send", "room": 7, "text": "x"}',
+    '{"type": "send", "room": "lobby", "text": "x", "id": true}',
+    '{"type": "join", "room": "lobby", "since": -1}',
+]
+
+
+async def test_invalid_json_gets_an_error_and_never_reaches_another_member(
+    server: Server,
+) -> None:
+    async with (
+        open_ws(server.ws("/ws/lobby"), subprotocols=["chat.v1"]) as bad_ws,
+        open_ws(server.ws("/ws/lobby"), subprotocols=["chat.v1"]) as other_ws,
+        open_ws(server.ws("/ws/lobby")) as plain,
+    ):
+        bad, other = JsonClient(bad_ws), JsonClient(other_ws)
+        await bad.greeted()
+        await other.greeted()
+        for raw in [*INVALID_FRAMES, '{"type": "teleport"}']:
+            await bad_ws.send(raw)
+            error = await bad.recv()
+            assert error["type"] == "error", raw
+            assert error["code"] == ("unknown_type" if "teleport" in raw else "bad_request")
+        # The session goes on, and only the valid message reaches the others.
+        await bad.send({"type": "send", "room": "lobby", "text": "valid"})
+        assert (await other.recv_type("message"))["text"] == "valid"
+        assert await plain.recv() == "valid"
+    assert "1011" not in server.log()
+
+
+async def test_permessage_deflate_is_not_negotiated_by_default(server: Server) -> None:
+    async with open_ws(server.ws("/ws"), compression="deflate") as ws:
+        assert ws.response.headers.get("sec-websocket-extensions") is None
+        await ws.send("x")
+        assert await ws.recv() == "Message text was: x"
+
+
+def rss_kib(server: Server) -> int:
+    """Resident memory of every process of the server, in KiB."""
+    total = 0
+    pids = [server.process.pid]
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
+    )
+    pids += [int(pid) for pid in children.stdout.split()]
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+async def test_compression_when_enabled_never_inflates_past_the_limit(start: StartServer) -> None:
+    server = start({"CHAT_WS_COMPRESSION": "true", "CHAT_MAX_MESSAGE_BYTES": "65536"})
+    async with open_ws(server.ws("/ws"), compression="deflate") as ws:
+        assert "permessage-deflate" in ws.response.headers["sec-websocket-extensions"]
+        await ws.send("small")
+        assert await ws.recv() == "Message text was: small"
+    before = rss_kib(server)
+    bomb = "\0" * (20 * 1024 * 1024)  # 20 MiB of zeros: about 20 KB on the wire
+
+    async def detonate() -> int | None:
+        async with open_ws(server.ws("/ws"), compression="deflate", max_size=None) as ws:
+            return await close_code_after(ws, bomb)
+
+    codes = await asyncio.gather(*(detonate() for _ in range(10)))
+    assert codes == [1009] * 10
+    grown = rss_kib(server) - before
+    assert grown < 30 * 1024, f"server grew {grown} KiB"
+    assert server.json("/status")["totals"]["closed_by_reason"]["message_too_big"] == 10
+
+
+def test_a_bad_setting_stops_the_server_with_a_message_naming_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "-w", "0", "-b", "127.0.0.1:1", "main:app"],
+        cwd=REPO,
+        env={"CHAT_HEARTBEAT_INTERVAL": "soon", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "CHAT_HEARTBEAT_INTERVAL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_recommended_config_file_serves(start: StartServer) -> None:
+    server = start(args=["-c", "config/hypercorn.toml"])
+    assert server.json("/healthz") == {"status": "ok"}
+    assert server.json("/readyz")["status"] == "ready"
+    # The shipped access log never shows query strings (tokens may travel there).
+    httpx.get(server.http("/healthz?token=secret-in-query"), timeout=5)
+    assert "secret-in-query" not in server.log()
+    assert '"GET /healthz' in server.log()

@@ -1,0 +1,145 @@
+"""Clean shutdown under the plain Hypercorn CLI (also run under Python 3.12 by .ci/run)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.e2e.conftest import StartServer
+from tests.e2e.harness import Server, open_ws
+
+pytestmark = pytest.mark.anyio
+
+DRAIN = 1.0
+
+
+@dataclass
+class Seen:
+    """What one client saw of the shutdown."""
+
+    code: int | None
+    closed_after: float
+    last_frame: Any
+
+
+async def watch(ws: Any, signalled: list[float]) -> Seen:
+    frames: list[Any] = []
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                frames.append(await ws.recv())
+    except ConnectionClosed as closed:
+        code = closed.rcvd.code if closed.rcvd else None
+    return Seen(code, time.monotonic() - signalled[0], frames[-1] if frames else None)
+
+
+async def open_sessions(server: Server, count: int) -> list[Any]:
+    clients = []
+    for n in range(count):
+        protocols = ["chat.v1"] if n % 2 else None
+        ws = await open_ws(server.ws(f"/ws/room-{n % 4}"), subprotocols=protocols).__aenter__()
+        clients.append(ws)
+    # Let the JSON sessions' welcome and joined arrive before the signal.
+    await asyncio.sleep(0.2)
+    return clients
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("workers", [[], ["-w", "2"]], ids=["default-workers", "w2"])
+async def test_signal_closes_20_sessions_with_1001_and_exits_0_in_time(
+    start: StartServer, signum: int, workers: list[str]
+) -> None:
+    server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)}, args=workers)
+    clients = await open_sessions(server, 20)
+    signalled = [0.0]
+    watchers = [asyncio.create_task(watch(ws, signalled)) for ws in clients]
+    signalled[0] = time.monotonic()
+    server.signal(signum)
+    seen = await asyncio.gather(*watchers)
+    status = await asyncio.to_thread(server.wait, DRAIN + 5)
+    exited_after = time.monotonic() - signalled[0]
+    assert [s.code for s in seen] == [1001] * 20
+    assert max(s.closed_after for s in seen) < 1.0
+    for n, s in enumerate(seen):
+        if n % 2:  # JSON sessions get bye before the close
+            bye = orjson.loads(s.last_frame)
+            assert (bye["type"], bye["reason"], bye["reconnect"]) == ("bye", "shutdown", True)
+            assert 1000 <= bye["retry_after_ms"] < 5000
+    assert status == 0
+    assert exited_after < DRAIN + 1
+
+
+def raw_handshake(port: int) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads nor answers."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /ws/deaf HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1024)
+    assert response.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+async def test_a_client_that_never_answers_is_cut_at_the_drain_timeout(
+    start: StartServer,
+) -> None:
+    server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)})
+    deaf = raw_handshake(server.port)
+    polite = await open_ws(server.ws("/ws/deaf"), subprotocols=["chat.v1"]).__aenter__()
+    await asyncio.sleep(0.2)
+    signalled = [time.monotonic()]
+    server.signal(signal.SIGTERM)
+    seen = await watch(polite, signalled)
+    assert seen.code == 1001
+    assert seen.closed_after < 1.0
+    # While the deaf client holds the drain open, new handshakes and readiness get 503.
+    with pytest.raises(InvalidStatus) as refused:
+        async with open_ws(server.ws("/ws/late")):
+            pass
+    assert refused.value.response.status_code == 503
+    ready = await asyncio.to_thread(httpx.get, server.http("/readyz"), timeout=2)
+    assert ready.status_code == 503
+    status = await asyncio.to_thread(server.wait, DRAIN + 5)
+    exited_after = time.monotonic() - signalled[0]
+    assert status == 0
+    assert DRAIN <= exited_after < DRAIN + 1
+    # The deaf client was sent the close frame (1001) before it was cut.
+    deaf.settimeout(1)
+    data = deaf.recv(4096)
+    assert data[:1] == b"\x88"
+    assert int.from_bytes(data[2:4], "big") == 1001
+    deaf.close()
+
+
+async def test_shutdown_with_the_recommended_config_does_not_wait_for_ping_ticks(
+    start: StartServer,
+) -> None:
+    server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)}, args=["-c", "config/hypercorn.toml"])
+    clients = await open_sessions(server, 6)
+    signalled = [0.0]
+    watchers = [asyncio.create_task(watch(ws, signalled)) for ws in clients]
+    signalled[0] = time.monotonic()
+    server.signal(signal.SIGTERM)
+    seen = await asyncio.gather(*watchers)
+    status = await asyncio.to_thread(server.wait, 10)
+    assert [s.code for s in seen] == [1001] * 6
+    assert status == 0
+    assert time.monotonic() - signalled[0] < DRAIN + 1

@@ -1,0 +1,514 @@
+"""The async domain with a fake clock and fake transports: no server, no real waiting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import TaskGroup
+
+from chat.brokers import BrokerUnavailable, Draft, Publication
+from chat.clock import FakeClock, settle
+from chat.connection import Endpoint, Handshake
+from chat.node import Node
+from chat.session import Session, SessionState
+from chat.settings import Settings
+from tests.fakes import FakeTransport
+
+pytestmark = pytest.mark.anyio
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "node_id": "node-a",
+        "heartbeat_interval": 25.0,
+        "heartbeat_timeout": 10.0,
+        "idle_after": 60.0,
+        "idle_timeout": 600.0,
+        "drain_timeout": 2.0,
+        "closed_retention": 300.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def state(session: Session) -> SessionState:
+    """The session's state now (a call, so that type narrowing does not stick)."""
+    return session.state
+
+
+def flag(event: anyio.Event) -> bool:
+    return event.is_set()
+
+
+@dataclass
+class Harness:
+    node: Node
+    clock: FakeClock
+    group: TaskGroup
+
+    async def connect(
+        self,
+        room: str | None = "lobby",
+        *,
+        protocol: str | None = "chat.v1",
+        user: str | None = None,
+        endpoint: Endpoint = Endpoint.ROOM,
+        transport: FakeTransport | None = None,
+    ) -> tuple[FakeTransport, Session]:
+        transport = transport or FakeTransport()
+        before = {live.session.id for live in self.node.registry.live()}
+        handshake = Handshake(
+            endpoint=endpoint,
+            remote="127.0.0.1:5000",
+            room=room,
+            subprotocols=(protocol,) if protocol else (),
+            user=user,
+        )
+        self.group.start_soon(self.node.handle, handshake, transport)
+        await settle()
+        new = [live.session for live in self.node.registry.live() if live.session.id not in before]
+        if not new:
+            found = list(self.node.registry.sessions())
+            return transport, found[0][0]
+        return transport, new[0]
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance(seconds)
+
+
+@asynccontextmanager
+async def running(**overrides: Any) -> AsyncIterator[Harness]:
+    clock = FakeClock()
+    node = Node(make_settings(**overrides), clock=clock)
+    with anyio.fail_after(30):
+        async with node, anyio.create_task_group() as group:
+            yield Harness(node, clock, group)
+            group.cancel_scope.cancel()
+
+
+# -- greeting and rooms ------------------------------------------------------------
+
+
+async def test_json_session_gets_welcome_then_joined() -> None:
+    async with running() as harness:
+        client, session = await harness.connect(user="alice")
+        assert client.subprotocol == "chat.v1"
+        welcome, joined = client.frames()[:2]
+        assert welcome["type"] == "welcome"
+        assert welcome["session"] == session.id
+        assert welcome["user"] == "alice"
+        assert welcome["heartbeat"] == {"interval": 25.0, "timeout": 10.0}
+        assert joined == {
+            "type": "joined",
+            "room": "lobby",
+            "seq": 0,
+            "recovered": False,
+            "members": [{"user": "alice"}],
+        }
+        assert state(session) is SessionState.ACTIVE
+
+
+async def test_messages_reach_every_member_with_rising_seq_and_the_sender_gets_ack() -> None:
+    async with running() as harness:
+        alice, _ = await harness.connect(user="alice")
+        bob, _ = await harness.connect(user="bob")
+        for n in range(3):
+            alice.send_json({"type": "send", "room": "lobby", "text": f"hi {n}", "id": n})
+        await settle()
+        for client in (alice, bob):
+            messages = client.of_type("message")
+            assert [m["seq"] for m in messages] == [1, 2, 3]
+            assert [m["text"] for m in messages] == ["hi 0", "hi 1", "hi 2"]
+            assert {m["user"] for m in messages} == {"alice"}
+        assert [(a["id"], a["seq"]) for a in alice.of_type("ack")] == [(0, 1), (1, 2), (2, 3)]
+        assert bob.of_type("ack") == []
+
+
+async def test_plain_text_and_json_members_share_a_room() -> None:
+    async with running() as harness:
+        plain, plain_session = await harness.connect(protocol=None, user="pat")
+        json_client, _ = await harness.connect(user="jo")
+        plain.type("hello from text")
+        json_client.send_json({"type": "send", "room": "lobby", "text": "hello from json"})
+        await settle()
+        assert plain.sent == ["hello from text", "hello from json"]
+        assert [(m["user"], m["text"]) for m in json_client.of_type("message")] == [
+            ("pat", "hello from text"),
+            ("jo", "hello from json"),
+        ]
+        assert plain_session.protocol.value == "text"
+
+
+async def test_echo_answers_each_frame() -> None:
+    async with running() as harness:
+        client, _ = await harness.connect(None, protocol=None, endpoint=Endpoint.ECHO)
+        client.type("ping?")
+        await settle()
+        assert client.sent == ["Message text was: ping?"]
+
+
+async def test_send_to_a_room_not_joined_is_refused_with_not_joined() -> None:
+    async with running() as harness:
+        client, _ = await harness.connect()
+        client.send_json({"type": "send", "room": "elsewhere", "text": "x", "id": "m1"})
+        await settle()
+        assert client.of_type("error") == [
+            {"type": "error", "code": "not_joined", "detail": "not joined to elsewhere", "id": "m1"}
+        ]
+
+
+async def test_join_and_leave_another_room() -> None:
+    async with running() as harness:
+        client, session = await harness.connect()
+        client.send_json({"type": "join", "room": "games"})
+        await settle()
+        assert session.rooms == ["lobby", "games"]
+        assert client.of_type("joined")[-1]["room"] == "games"
+        client.send_json({"type": "leave", "room": "games"})
+        await settle()
+        assert session.rooms == ["lobby"]
+        assert client.of_type("left") == [{"type": "left", "room": "games"}]
+        assert harness.node.rooms.counts() == {"lobby": 1}
+
+
+async def test_joining_beyond_the_room_limit_is_forbidden() -> None:
+    async with running(max_rooms_per_session=2) as harness:
+        client, session = await harness.connect()
+        client.send_json({"type": "join", "room": "two"})
+        client.send_json({"type": "join", "room": "three", "id": 7})
+        await settle()
+        assert session.rooms == ["lobby", "two"]
+        error = client.of_type("error")[-1]
+        assert (error["code"], error["id"]) == ("forbidden", 7)
+
+
+async def test_batch_protocol_sends_queued_frames_as_one_frame() -> None:
+    async with running() as harness:
+        client, _ = await harness.connect(protocol="chat.v1.batch")
+        assert client.subprotocol == "chat.v1.batch"
+        # welcome and joined were queued before the writer first ran: one frame.
+        assert len(client.sent) == 1
+        assert [f["type"] for f in client.frames()] == ["welcome", "joined"]
+
+
+# -- bad input ---------------------------------------------------------------------
+
+
+async def test_invalid_frames_get_an_error_and_never_reach_another_member() -> None:
+    bad = ["{", "NaN", '{"type": "send", "room": "lobby", "text": NaN}', '"\\ud800"', "[]"]
+    async with running() as harness:
+        sender, sender_session = await harness.connect()
+        other, _ = await harness.connect()
+        for raw in bad:
+            sender.type(raw)
+        await settle()
+        assert [e["code"] for e in sender.of_type("error")] == ["bad_request"] * len(bad)
+        assert other.of_type("message") == []
+        assert state(sender_session) is SessionState.ACTIVE
+
+
+async def test_binary_frame_closes_1003_with_bye() -> None:
+    async with running() as harness:
+        client, session = await harness.connect()
+        client.type(b"\x00\x01")
+        await settle()
+        assert client.closed == (1003, "binary frames are not supported")
+        assert client.of_type("bye")[0]["reason"] == "policy"
+        assert (session.close_code, session.close_reason, session.closed_by) == (
+            1003,
+            "binary_frame",
+            "server",
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "closes"),
+    [("a" * 1024, False), ("a" * 1025, True), ("é" * 512, False), ("é" * 513, True)],
+)
+async def test_messages_over_the_byte_limit_close_1009(text: str, closes: bool) -> None:
+    async with running(max_message_bytes=1024) as harness:
+        client, session = await harness.connect(protocol=None)
+        client.type(text)
+        await settle()
+        if closes:
+            assert client.closed is not None
+            assert client.closed[0] == 1009
+            assert session.close_reason == "message_too_big"
+        else:
+            assert not client.was_closed()
+            assert client.sent == [text]
+
+
+async def test_admission_refusals_have_their_http_status_and_are_counted() -> None:
+    async with running(max_sessions=1) as harness:
+        bad_room, _ = await harness.connect("no/slashes")
+        bad_user, _ = await harness.connect(user="bad user")
+        await harness.connect()
+        full, _ = await harness.connect()
+        assert bad_room.rejected is not None and bad_room.rejected[0] == 400
+        assert bad_user.rejected is not None and bad_user.rejected[0] == 400
+        assert full.rejected == (503, "the server is full, try again later")
+        assert not (bad_room.accepted or bad_user.accepted or full.accepted)
+        totals = harness.node.registry.totals
+        assert totals.rejected == {"bad_room": 1, "bad_user": 1, "max_sessions": 1}
+        assert totals.accepted == 1
+
+
+async def test_an_internal_error_closes_1011_and_is_logged_once_with_the_session_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken_publish(draft: Draft) -> Publication:
+        raise RuntimeError("boom")
+
+    async with running() as harness:
+        client, session = await harness.connect()
+        harness.node.broker.publish = broken_publish  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="chat"):
+            client.send_json({"type": "send", "room": "lobby", "text": "x"})
+            await settle()
+        assert client.closed is not None and client.closed[0] == 1011
+        assert client.of_type("bye") == []
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        assert session.id in errors[0].getMessage()
+        assert session.close_reason == "internal_error"
+
+
+async def test_broker_unavailable_refuses_json_send_and_closes_plain_text_1013() -> None:
+    async def unavailable(draft: Draft) -> Publication:
+        raise BrokerUnavailable
+
+    async with running() as harness:
+        json_client, json_session = await harness.connect()
+        plain, plain_session = await harness.connect(protocol=None)
+        harness.node.broker.publish = unavailable  # type: ignore[method-assign]
+        json_client.send_json({"type": "send", "room": "lobby", "text": "x", "id": "a"})
+        plain.type("x")
+        await settle()
+        error = json_client.of_type("error")[-1]
+        assert (error["code"], error["id"]) == ("unavailable", "a")
+        assert state(json_session) is SessionState.ACTIVE
+        assert plain.closed is not None and plain.closed[0] == 1013
+        assert plain_session.close_reason == "unavailable"
+
+
+# -- timers --------------------------------------------------------------------------
+
+
+async def test_server_pings_every_heartbeat_interval() -> None:
+    async with running() as harness:
+        client, _ = await harness.connect()
+        await harness.advance(24)
+        assert client.of_type("ping") == []
+        await harness.advance(2)
+        assert len(client.of_type("ping")) == 1
+        client.send_json({"type": "pong"})
+        await harness.advance(25)
+        assert len(client.of_type("ping")) == 2
+
+
+async def test_answered_pings_keep_a_session_open_for_hours() -> None:
+    async with running(idle_timeout=0) as harness:
+        client, session = await harness.connect()
+        for _ in range(150):
+            await harness.advance(25)
+            client.send_json({"type": "pong"})
+        await settle()
+        assert len(client.of_type("ping")) == 150
+        assert state(session) is SessionState.IDLE
+        assert not client.was_closed()
+
+
+async def test_no_pong_within_the_timeout_closes_4001_without_bye() -> None:
+    async with running() as harness:
+        client, session = await harness.connect()
+        await harness.advance(25.5)
+        assert len(client.of_type("ping")) == 1
+        await harness.advance(9)
+        assert not client.was_closed()
+        await harness.advance(1.5)
+        assert client.closed == (4001, "heartbeat timeout")
+        assert client.of_type("bye") == []
+        assert (state(session), session.close_code, session.closed_by) == (
+            SessionState.CLOSED,
+            4001,
+            "server",
+        )
+
+
+async def test_session_goes_idle_without_activity_and_back_to_active_on_activity() -> None:
+    async with running(heartbeat_interval=1000, heartbeat_timeout=10) as harness:
+        client, session = await harness.connect()
+        await harness.advance(59)
+        assert state(session) is SessionState.ACTIVE
+        await harness.advance(2)
+        assert state(session) is SessionState.IDLE
+        client.send_json({"type": "send", "room": "lobby", "text": "back"})
+        await settle()
+        assert state(session) is SessionState.ACTIVE
+        assert [h.state.value for h in session.history] == [
+            "connecting",
+            "active",
+            "idle",
+            "active",
+        ]
+
+
+async def test_heartbeats_keep_a_session_alive_but_do_not_make_it_active() -> None:
+    async with running(heartbeat_interval=20, heartbeat_timeout=5) as harness:
+        client, session = await harness.connect()
+        for _ in range(4):
+            await harness.advance(20.5)
+            client.send_json({"type": "pong"})
+            client.send_json({"type": "ping"})
+        await settle()
+        assert len(client.of_type("ping")) == 4
+        assert len(client.of_type("pong")) == 4
+        assert state(session) is SessionState.IDLE
+        assert not client.was_closed()
+
+
+async def test_idle_timeout_closes_4500_with_bye_and_no_reconnect() -> None:
+    async with running(heartbeat_interval=1000, idle_timeout=600) as harness:
+        client, session = await harness.connect()
+        await harness.advance(599)
+        assert not client.was_closed()
+        await harness.advance(2)
+        assert client.closed == (4500, "idle timeout")
+        assert client.of_type("bye") == [
+            {"type": "bye", "reason": "idle_timeout", "reconnect": False, "retry_after_ms": 0}
+        ]
+        assert session.close_reason == "idle_timeout"
+
+
+async def test_plain_text_sessions_get_no_pings_but_idle_and_time_out() -> None:
+    async with running(idle_after=60, idle_timeout=120) as harness:
+        client, session = await harness.connect(protocol=None)
+        await harness.advance(61)
+        assert state(session) is SessionState.IDLE
+        await harness.advance(60)
+        assert client.sent == []
+        assert client.closed == (4500, "idle timeout")
+
+
+async def test_a_peer_that_never_answers_the_close_is_cut_after_the_drain_timeout() -> None:
+    async with running(heartbeat_interval=1000, idle_after=5, idle_timeout=10) as harness:
+        client, session = await harness.connect(transport=FakeTransport(answers_close=False))
+        await harness.advance(11)
+        assert client.closed is not None and client.closed[0] == 4500
+        assert state(session) is SessionState.IDLE
+        await harness.advance(2.5)
+        assert client.aborted
+        assert (state(session), session.close_code) == (SessionState.CLOSED, 4500)
+
+
+async def test_closed_sessions_are_retained_then_forgotten() -> None:
+    async with running(closed_retention=300) as harness:
+        client, session = await harness.connect()
+        client.hang_up()
+        await settle()
+        assert harness.node.registry.get(session.id) is not None
+        assert (session.close_reason, session.closed_by) == ("client_closed", "client")
+        await harness.advance(299)
+        assert harness.node.registry.get(session.id) is not None
+        await harness.advance(2)
+        assert harness.node.registry.get(session.id) is None
+
+
+async def test_closed_sessions_are_bounded_in_number() -> None:
+    async with running(closed_max=3) as harness:
+        ids = []
+        for _ in range(5):
+            client, session = await harness.connect()
+            client.hang_up()
+            ids.append(session.id)
+        await settle()
+        assert [s.id for s, _ in harness.node.registry.sessions()] == ids[:1:-1]
+        assert harness.node.registry.counts()["closed"] == 3
+
+
+# -- slow consumers ------------------------------------------------------------------
+
+
+async def test_a_member_that_never_reads_is_closed_1013_while_others_get_everything() -> None:
+    async with running(send_queue=10) as harness:
+        stuck, stuck_session = await harness.connect(transport=FakeTransport(stalled=True))
+        reader, _ = await harness.connect()
+        sender, _ = await harness.connect()
+        for n in range(50):
+            sender.send_json({"type": "send", "room": "lobby", "text": str(n)})
+            await settle()
+        texts = [m["text"] for m in reader.of_type("message")]
+        assert texts == [str(n) for n in range(50)]
+        assert stuck_session.close_reason == "slow_consumer" or stuck_session.is_live
+        # The stuck peer cannot even take the close frame: it is cut at the deadline.
+        await harness.advance(2.5)
+        assert stuck.aborted
+        assert (stuck_session.close_code, stuck_session.close_reason) == (1013, "slow_consumer")
+        assert len(stuck_session.history) == 3
+        assert harness.node.rooms.counts() == {"lobby": 2}
+
+
+async def test_a_slow_consumer_that_recovers_gets_bye_slow_consumer_before_1013() -> None:
+    async with running(send_queue=5) as harness:
+        slow, _ = await harness.connect(transport=FakeTransport(stalled=True))
+        sender, _ = await harness.connect()
+        for n in range(20):
+            sender.send_json({"type": "send", "room": "lobby", "text": str(n)})
+            await settle()
+        slow.unstall()
+        await settle()
+        assert slow.closed is not None and slow.closed[0] == 1013
+        bye = slow.of_type("bye")
+        assert [b["reason"] for b in bye] == ["slow_consumer"]
+        assert bye[0]["reconnect"] is True
+        assert 1000 <= int(bye[0]["retry_after_ms"]) < 5000  # type: ignore[call-overload]
+        # The backlog was dropped: far fewer than 20 messages reached it.
+        assert len(slow.of_type("message")) < 20
+
+
+# -- shutdown ------------------------------------------------------------------------
+
+
+async def test_shutdown_sends_bye_and_1001_to_every_session_and_refuses_new_ones() -> None:
+    async with running() as harness:
+        json_client, _ = await harness.connect()
+        plain, _ = await harness.connect(protocol=None)
+        async with anyio.create_task_group() as group:
+            group.start_soon(harness.node.shutdown)
+            await settle()
+        assert harness.node.draining
+        assert json_client.closed == (1001, "server shutting down")
+        assert plain.closed == (1001, "server shutting down")
+        bye = json_client.of_type("bye")
+        assert [(b["reason"], b["reconnect"]) for b in bye] == [("shutdown", True)]
+        assert plain.sent == []
+        late, _ = await harness.connect()
+        assert late.rejected == (503, "the server is shutting down")
+        assert len(harness.node.registry) == 0
+
+
+async def test_shutdown_cuts_sessions_that_do_not_answer_within_the_drain_timeout() -> None:
+    async with running(drain_timeout=2) as harness:
+        deaf, session = await harness.connect(transport=FakeTransport(answers_close=False))
+        done = anyio.Event()
+
+        async def shut() -> None:
+            await harness.node.shutdown()
+            done.set()
+
+        harness.group.start_soon(shut)
+        await harness.advance(1.9)
+        assert not flag(done)
+        assert not deaf.was_aborted()
+        await harness.advance(0.2)
+        await settle()
+        assert deaf.aborted
+        assert flag(done)
+        assert (session.close_code, session.close_reason) == (1001, "shutdown")
