@@ -33,8 +33,10 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-coverage: $(STAMP)  ## unit tests under coverage, with the gate in pyproject.toml
-	$(BIN)/python -m coverage run -m pytest tests/unit
+coverage: $(STAMP)  ## the whole suite under branch coverage (servers included), gated
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m coverage combine --quiet
 	$(BIN)/python -m coverage report
 
 check: lint typecheck test
