@@ -27,4 +27,5 @@ _log.addHandler(_handler)
 _log.setLevel(settings.log_level)
 _log.propagate = False
 app = create_app(settings)
-hypercorn_hooks.install(app.state.node)
+if not hypercorn_hooks.install(app.state.node):
+    _log.warning("running without the Hypercorn hooks: shutdown will not drain sessions")

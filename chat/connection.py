@@ -16,7 +16,7 @@ answer within ``CHAT_DRAIN_TIMEOUT`` is cut by the supervisor
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -196,6 +196,7 @@ class Connection:
 
         A slow consumer's backlog is dropped; otherwise what is queued is sent
         first. JSON sessions then get ``bye``, and every session the close frame.
+        A session still connecting is closed this way as soon as it is accepted.
         """
         if self._closing is not None or self._finished:
             return
@@ -203,11 +204,12 @@ class Connection:
         self.close_deadline = self._node.clock.now() + self._node.settings.drain_timeout
         if isinstance(error, SlowConsumer):
             self.queue.clear()
-        if (
-            error.bye_reason is not None
-            and self._accepted
-            and self.session.protocol is not Subprotocol.TEXT
-        ):
+        if self._accepted:
+            self._seal(error)
+
+    def _seal(self, error: SessionClosed) -> None:
+        """Queue the ``bye`` (JSON sessions) and end the queue: the writer then closes."""
+        if error.bye_reason is not None and self.session.protocol is not Subprotocol.TEXT:
             bye = Bye(
                 reason=error.bye_reason,
                 reconnect=error.reconnect,
@@ -253,7 +255,10 @@ class Connection:
         disconnect: Disconnect | None = None
         try:
             try:
-                await self._greet(handshake)
+                if self._closing is not None:
+                    self._seal(self._closing)
+                else:
+                    await self._greet(handshake)
             except BrokerUnavailable:
                 self.close(BrokerDown(retry_after_ms=self._node.retry_after_ms()))
             except Exception:
@@ -336,7 +341,8 @@ class Connection:
             while True:
                 frames = await queue.get_batch()
                 if batched:
-                    await transport.send_text("\n".join(frames))
+                    for batch in _batches(frames):
+                        await transport.send_text(batch)
                 else:
                     for frame in frames:
                         await transport.send_text(frame)
@@ -438,14 +444,20 @@ class Connection:
                     f"at most {node.settings.max_rooms_per_session} rooms at once",
                     frame_id,
                 )
-            await node.rooms.join(room, self)
+            # Recorded first, so that however the join ends, _finish leaves the room.
             session.rooms.append(room)
+            try:
+                await node.rooms.join(room, self)
+            except BaseException:
+                session.rooms.remove(room)
+                raise
         if session.protocol is Subprotocol.TEXT:
             return
         seq = await node.broker.latest_seq(room)
         members = tuple(MemberInfo(user) for user in node.rooms.users(room))
-        # No history is kept yet: a gap can only be "recovered" when there is none.
-        recovered = since is not None and since >= seq
+        # No history is kept yet: a gap is "recovered" only when there is none.
+        # A since beyond seq means the counter was forgotten: not recovered.
+        recovered = since is not None and since == seq
         self.send(encode(Joined(room=room, seq=seq, recovered=recovered, members=members)))
 
     async def _leave(self, frame: Leave) -> None:
@@ -455,6 +467,24 @@ class Connection:
         session.rooms.remove(frame.room)
         await self._node.rooms.leave(frame.room, self)
         self.send(encode(Left(room=frame.room)))
+
+
+#: A ``chat.v1.batch`` frame carries at most this many characters (one larger object goes alone).
+MAX_BATCH_CHARS = 65536
+
+
+def _batches(frames: list[str]) -> Iterator[str]:
+    """``frames`` joined by newlines into as few frames as :data:`MAX_BATCH_CHARS` allows."""
+    batch: list[str] = []
+    size = 0
+    for frame in frames:
+        if batch and size + len(frame) + 1 > MAX_BATCH_CHARS:
+            yield "\n".join(batch)
+            batch, size = [], 0
+        batch.append(frame)
+        size += len(frame) + 1
+    if batch:
+        yield "\n".join(batch)
 
 
 def _too_big(text: str, limit: int) -> bool:

@@ -85,7 +85,9 @@ def _remote(websocket: WebSocket) -> str:
 
 
 async def _serve(websocket: WebSocket, handshake: Handshake) -> None:
-    handle = current_connection()
+    # Over HTTP/2 one TCP connection carries several WebSockets: its handle is
+    # not this session's to abort (config/hypercorn.toml serves HTTP/1.1 only).
+    handle = current_connection() if websocket.scope.get("http_version") != "2" else None
     try:
         await _node(websocket).handle(handshake, AsgiTransport(websocket, handle))
     finally:
@@ -119,7 +121,8 @@ async def room(websocket: WebSocket, room_id: str) -> None:
     since_text = websocket.query_params.get("since")
     since: int | None = None
     if since_text is not None:
-        since = int(since_text) if since_text.isascii() and since_text.isdigit() else -1
+        valid = len(since_text) <= 19 and since_text.isascii() and since_text.isdigit()
+        since = int(since_text) if valid else -1
     await _serve(
         websocket,
         Handshake(

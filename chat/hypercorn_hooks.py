@@ -18,11 +18,12 @@ the app the peer's close code or lets it drop a peer that stopped reading.
 3. ``PerMessageDeflate`` in ``ws_stream``: negotiated only when
    ``CHAT_WS_COMPRESSION`` is true, and never inflating past
    ``CHAT_MAX_MESSAGE_BYTES`` (close 1009).
-4. ``WebsocketBuffer``: Hypercorn buffers at most ``CHAT_MAX_MESSAGE_BYTES``
-   characters of a message instead of its 16 MiB default.
-5. ``Connection`` in ``ws_stream``: records the peer's close frame, and answers
-   a frame that fails to parse with a close frame instead of dropping the TCP
-   connection silently.
+4. ``WebsocketBuffer``: sized by ``CHAT_MAX_MESSAGE_BYTES`` instead of
+   Hypercorn's ``websocket_max_message_size``.
+5. ``Connection`` in ``ws_stream``: closes 1009 as soon as a message grows past
+   ``CHAT_MAX_MESSAGE_BYTES`` (Hypercorn would keep buffering what the client
+   goes on sending), records the peer's close frame, and answers a frame that
+   fails to parse with a close frame instead of dropping the TCP connection.
 6. ``WSStream._send_pings``: the ping task is cancelled with its session, so
    a closed connection does not linger until the next ping tick.
 
@@ -37,6 +38,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from contextvars import ContextVar
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ log = logging.getLogger("chat.hypercorn")
 
 #: Set on the patched functions so that a second :func:`install` changes nothing.
 _MARK = "_chat_hook"
+#: The only Hypercorn release whose private names the hooks were checked against.
+SUPPORTED_HYPERCORN = "0.18.0"
 
 
 class ConnectionHandle:
@@ -104,11 +108,20 @@ def install(node: Node) -> bool:
     _State.compression = node.settings.ws_compression
     _State.max_message_bytes = node.settings.max_message_bytes
     try:
-        import hypercorn.asyncio.run as hc_run
-        import hypercorn.asyncio.tcp_server as hc_tcp
-        import hypercorn.protocol.ws_stream as hc_ws
-    except ImportError:  # pragma: no cover - hypercorn is a dependency
+        found = version("hypercorn")
+    except PackageNotFoundError:  # pragma: no cover - hypercorn is a dependency
         return False
+    if found != SUPPORTED_HYPERCORN:
+        log.warning(
+            "Hypercorn %s is not %s: clean shutdown and connection hooks are off",
+            found,
+            SUPPORTED_HYPERCORN,
+        )
+        return False
+    import hypercorn.asyncio.run as hc_run
+    import hypercorn.asyncio.tcp_server as hc_tcp
+    import hypercorn.protocol.ws_stream as hc_ws
+
     if getattr(hc_run.__dict__["raise_shutdown"], _MARK, False):
         return True
     _patch_shutdown(hc_run)
@@ -180,7 +193,7 @@ async def _drain_node() -> None:
 
 def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
     from wsproto.connection import ConnectionState
-    from wsproto.events import CloseConnection
+    from wsproto.events import CloseConnection, Message
     from wsproto.frame_protocol import CloseReason
 
     original_run = hc_tcp.TCPServer.run
@@ -224,38 +237,55 @@ def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
                 self._inflated = 0
             return result
 
-    class CappedBuffer(hc_ws.WebsocketBuffer):  # type: ignore[misc]
-        """Hypercorn's message buffer, capped at the app's limit (in characters for text)."""
+    class AppSizedBuffer(hc_ws.WebsocketBuffer):  # type: ignore[misc]
+        """Hypercorn's message buffer, sized by ``CHAT_MAX_MESSAGE_BYTES``, not its own setting.
+
+        :class:`RecordingConnection` cuts a message before it outgrows this,
+        so the app's limit is the one that holds, whatever the config file says.
+        """
 
         def __init__(self, max_length: int) -> None:
-            super().__init__(min(max_length, _State.max_message_bytes))
-
-        def extend(self, event: Any) -> None:
-            try:
-                super().extend(event)
-            except hc_ws.FrameTooLargeError:
-                handle = _current.get()
-                if handle is not None:
-                    handle.record(1009, "message_too_big", "server")
-                raise
+            super().__init__(_State.max_message_bytes)
 
     class RecordingConnection(hc_ws.Connection):  # type: ignore[misc]
-        """wsproto's connection, telling the app how the peer closed."""
+        """wsproto's connection, cutting oversized messages and telling the app how it ended."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._message_size = 0
 
         def events(self) -> Iterator[Any]:
             for event in super().events():
-                if isinstance(event, CloseConnection):
-                    handle = _current.get()
+                if isinstance(event, Message):
+                    # Characters for text: never more than its UTF-8 bytes, so
+                    # nothing within the byte limit is cut here; the app checks bytes.
+                    self._message_size += len(event.data)
+                    if self._message_size > _State.max_message_bytes:
+                        # Close 1009 at once instead of letting Hypercorn buffer
+                        # (and keep) what a client goes on sending.
+                        yield self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big")
+                        return
+                    if event.message_finished:
+                        self._message_size = 0
+                elif isinstance(event, CloseConnection):
                     if self.state is ConnectionState.OPEN:
                         # A frame failed to parse (bad UTF-8, a too-big inflated
                         # message): let Hypercorn answer it with a close frame.
-                        self._state = ConnectionState.REMOTE_CLOSING
-                        if handle is not None:
-                            reason = "message_too_big" if event.code == 1009 else "protocol_error"
-                            handle.record(int(event.code), reason, "server")
-                    elif handle is not None:
+                        yield self._fail(event.code, event.reason or "")
+                        return
+                    handle = _current.get()
+                    if handle is not None:
                         handle.record(int(event.code), "client_closed", "client")
                 yield event
+
+        def _fail(self, code: int, reason: str) -> Any:
+            """A close Hypercorn answers with a close frame of ``code`` and then ends the stream."""
+            self._state = ConnectionState.REMOTE_CLOSING
+            handle = _current.get()
+            if handle is not None:
+                cause = "message_too_big" if code == 1009 else "protocol_error"
+                handle.record(int(code), cause, "server")
+            return CloseConnection(code=code, reason=reason)
 
     original_send_pings = hc_ws.WSStream._send_pings
 
@@ -266,6 +296,6 @@ def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
         await original_send_pings(self)
 
     hc_ws.PerMessageDeflate = CappedDeflate
-    hc_ws.WebsocketBuffer = CappedBuffer
+    hc_ws.WebsocketBuffer = AppSizedBuffer
     hc_ws.Connection = RecordingConnection
     hc_ws.WSStream._send_pings = send_pings

@@ -32,8 +32,10 @@ log = logging.getLogger("chat")
 ABORT_GRACE = 1.0
 
 
-def choose_subprotocol(offered: tuple[str, ...]) -> Subprotocol:
-    """The first JSON subprotocol the client offered, else plain text."""
+def choose_subprotocol(endpoint: Endpoint, offered: tuple[str, ...]) -> Subprotocol:
+    """The first JSON subprotocol offered to a room, else plain text (always for echo)."""
+    if endpoint is Endpoint.ECHO:
+        return Subprotocol.TEXT
     for name in offered:
         if name == Subprotocol.JSON.value:
             return Subprotocol.JSON
@@ -115,7 +117,7 @@ class Node:
         session = Session(
             id=session_id,
             user=f"anon-{session_id[:8]}",
-            protocol=choose_subprotocol(handshake.subprotocols),
+            protocol=choose_subprotocol(handshake.endpoint, handshake.subprotocols),
             remote=handshake.remote,
             node=self.settings.node_id,
             timers=self.timers,

@@ -9,8 +9,12 @@ tick costs a few milliseconds.
 
 from __future__ import annotations
 
+import logging
+
 from chat.clock import Clock
 from chat.registry import Registry
+
+log = logging.getLogger("chat.supervisor")
 
 
 class Supervisor:
@@ -28,7 +32,15 @@ class Supervisor:
             self.check(self._clock.now())
 
     def check(self, now: float) -> None:
-        """One pass over every live session at ``now``."""
+        """One pass over every live session at ``now``.
+
+        A session whose timers fail is logged and cut; the others, and the
+        supervisor, go on.
+        """
         for live in self._registry.live():
-            live.on_timer(now)
+            try:
+                live.on_timer(now)
+            except Exception:
+                log.exception("session %s: timer failed", live.session.id)
+                live.abort()
         self._registry.purge(now)

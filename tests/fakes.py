@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import orjson
@@ -29,6 +30,8 @@ class FakeTransport:
     sent: list[str] = field(default_factory=list)
     closed: tuple[int, str] | None = None
     aborted: bool = False
+    #: When set, the handshake stays in ``connecting`` until the event is set.
+    accept_gate: anyio.Event | None = None
 
     def __post_init__(self) -> None:
         self._inbox: deque[str | bytes | Disconnect] = deque()
@@ -39,6 +42,8 @@ class FakeTransport:
     # -- the Transport protocol --------------------------------------------------
 
     async def accept(self, subprotocol: str | None) -> None:
+        if self.accept_gate is not None:
+            await self.accept_gate.wait()
         self.accepted = True
         self.subprotocol = subprotocol
 
@@ -94,9 +99,9 @@ class FakeTransport:
 
     # -- what the client received ------------------------------------------------
 
-    def frames(self) -> list[dict[str, object]]:
+    def frames(self) -> list[dict[str, Any]]:
         """Every JSON object received, batches split."""
-        objects: list[dict[str, object]] = []
+        objects: list[dict[str, Any]] = []
         for raw in self.sent:
             objects.extend(orjson.loads(line) for line in raw.split("\n") if line)
         return objects
@@ -108,5 +113,5 @@ class FakeTransport:
     def was_aborted(self) -> bool:
         return self.aborted
 
-    def of_type(self, kind: str) -> list[dict[str, object]]:
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [frame for frame in self.frames() if frame.get("type") == kind]

@@ -11,7 +11,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import REPO, JsonClient, Server, eventually, open_ws
+from tests.e2e.harness import (
+    REPO,
+    JsonClient,
+    Server,
+    client_frame,
+    eventually,
+    open_ws,
+    raw_handshake,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -188,7 +196,8 @@ async def test_invalid_json_gets_an_error_and_never_reaches_another_member(
         await bad.send({"type": "send", "room": "lobby", "text": "valid"})
         assert (await other.recv_type("message"))["text"] == "valid"
         assert await plain.recv() == "valid"
-    assert "1011" not in server.log()
+    sessions = server.json("/status/sessions?room=lobby&limit=10000")["sessions"]
+    assert 1011 not in {s["close_code"] for s in sessions}
 
 
 async def test_permessage_deflate_is_not_negotiated_by_default(server: Server) -> None:
@@ -257,3 +266,62 @@ def test_the_recommended_config_file_serves(start: StartServer) -> None:
     httpx.get(server.http("/healthz?token=secret-in-query"), timeout=5)
     assert "secret-in-query" not in server.log()
     assert '"GET /healthz' in server.log()
+
+
+def test_a_client_that_ignores_1009_and_streams_on_is_cut_and_memory_stays_flat(
+    start: StartServer,
+) -> None:
+    server = start({"CHAT_MAX_MESSAGE_BYTES": "65536"})
+    before = rss_kib(server)
+    sock = raw_handshake(server.port, "/ws/flood")
+    sent = 0
+    try:
+        sock.sendall(client_frame(b"a" * 70_000))
+        chunk = client_frame(b"b" * (1 << 20))
+        while sent < 64 << 20:  # at most 64 MiB, however the server answers
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass  # the server dropped us: what it should do
+    finally:
+        sock.close()
+    assert sent < 16 << 20, f"the server took {sent >> 20} MiB after 1009"
+
+    def closed() -> dict[str, object]:
+        found = server.json("/status/sessions?room=flood")["sessions"]
+        return found[0] if found and found[0]["state"] == "closed" else {}
+
+    session = eventually(closed, timeout=2)
+    assert (session["close_code"], session["close_reason"]) == (1009, "message_too_big")
+    assert rss_kib(server) - before < 20 * 1024
+
+
+async def test_echo_never_selects_a_subprotocol(server: Server) -> None:
+    async with open_ws(server.ws("/ws"), subprotocols=["chat.v1.batch", "chat.v1"]) as ws:
+        assert ws.subprotocol is None
+        await ws.send('{"type": "pong"}')
+        assert await ws.recv() == 'Message text was: {"type": "pong"}'
+
+
+@pytest.mark.parametrize("since", ["-1", "abc", "1.5", "9" * 5000, "²"])
+async def test_a_bad_since_is_refused_with_400(server: Server, since: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with open_ws(server.ws(f"/ws/lobby?since={since}")):
+            pass
+    assert refused.value.response.status_code == 400
+
+
+def test_an_unsupported_broker_url_stops_the_server_naming_the_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "-w", "0", "-b", "127.0.0.1:1", "main:app"],
+        cwd=REPO,
+        env={"CHAT_BROKER_URL": "redis://user:pw@localhost:6379/0", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "CHAT_BROKER_URL" in result.stderr
+    assert "pw@" not in result.stderr
+    assert "Traceback" not in result.stderr

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import Server, open_ws
+from tests.e2e.harness import Server, open_ws, raw_handshake
 
 pytestmark = pytest.mark.anyio
 
@@ -80,29 +77,12 @@ async def test_signal_closes_20_sessions_with_1001_and_exits_0_in_time(
     assert exited_after < DRAIN + 1
 
 
-def raw_handshake(port: int) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads nor answers."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            "GET /ws/deaf HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1024)
-    assert response.startswith(b"HTTP/1.1 101")
-    return sock
-
-
+@pytest.mark.parametrize("workers", [[], ["-w", "2"]], ids=["default-workers", "w2"])
 async def test_a_client_that_never_answers_is_cut_at_the_drain_timeout(
-    start: StartServer,
+    start: StartServer, workers: list[str]
 ) -> None:
-    server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)})
-    deaf = raw_handshake(server.port)
+    server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)}, args=workers)
+    deaf = raw_handshake(server.port, "/ws/deaf")
     polite = await open_ws(server.ws("/ws/deaf"), subprotocols=["chat.v1"]).__aenter__()
     await asyncio.sleep(0.2)
     signalled = [time.monotonic()]

@@ -468,7 +468,7 @@ async def test_a_slow_consumer_that_recovers_gets_bye_slow_consumer_before_1013(
         bye = slow.of_type("bye")
         assert [b["reason"] for b in bye] == ["slow_consumer"]
         assert bye[0]["reconnect"] is True
-        assert 1000 <= int(bye[0]["retry_after_ms"]) < 5000  # type: ignore[call-overload]
+        assert 1000 <= int(bye[0]["retry_after_ms"]) < 5000
         # The backlog was dropped: far fewer than 20 messages reached it.
         assert len(slow.of_type("message")) < 20
 
@@ -512,3 +512,99 @@ async def test_shutdown_cuts_sessions_that_do_not_answer_within_the_drain_timeou
         assert deaf.aborted
         assert flag(done)
         assert (session.close_code, session.close_reason) == (1001, "shutdown")
+
+
+async def test_a_session_accepted_while_draining_gets_bye_and_1001() -> None:
+    async with running() as harness:
+        gate = anyio.Event()
+        client, session = await harness.connect(transport=FakeTransport(accept_gate=gate))
+        assert state(session) is SessionState.CONNECTING
+        harness.group.start_soon(harness.node.shutdown)
+        await settle()
+        gate.set()
+        await settle()
+        assert client.closed == (1001, "server shutting down")
+        assert [f["type"] for f in client.frames()] == ["bye"]
+        assert session.close_reason == "shutdown"
+
+
+async def test_echo_ignores_offered_subprotocols() -> None:
+    async with running() as harness:
+        client, session = await harness.connect(None, protocol="chat.v1", endpoint=Endpoint.ECHO)
+        assert client.subprotocol is None
+        client.type('{"type": "pong"}')
+        await settle()
+        assert client.sent == ['Message text was: {"type": "pong"}']
+        assert session.protocol.value == "text"
+
+
+async def test_a_batch_frame_never_exceeds_64_kib_unless_one_object_does() -> None:
+    async with running() as harness:
+        slow, _ = await harness.connect(
+            protocol="chat.v1.batch", transport=FakeTransport(stalled=True)
+        )
+        sender, _ = await harness.connect(protocol=None)
+        for n in range(20):
+            sender.type(f"{n:02d}" + "x" * 20_000)
+            await settle()
+        slow.unstall()
+        await settle()
+        assert all(len(frame) <= 65536 for frame in slow.sent)
+        assert len(slow.sent) > 3
+        texts = [m["text"] for m in slow.of_type("message")]
+        assert [t[:2] for t in texts] == [f"{n:02d}" for n in range(20)]
+
+
+async def test_a_rooms_seq_keeps_rising_after_it_empties() -> None:
+    async with running() as harness:
+        first, _ = await harness.connect()
+        for n in range(5):
+            first.send_json({"type": "send", "room": "lobby", "text": str(n)})
+        await settle()
+        first.hang_up()
+        await settle()
+        assert harness.node.rooms.counts() == {}
+        again, _ = await harness.connect()
+        assert again.of_type("joined")[0]["seq"] == 5
+        again.send_json({"type": "send", "room": "lobby", "text": "next"})
+        await settle()
+        assert [m["seq"] for m in again.of_type("message")] == [6]
+
+
+@pytest.mark.parametrize(("since", "recovered"), [(5, True), (4, False), (0, False), (9, False)])
+async def test_recovered_is_true_only_when_nothing_was_missed(since: int, recovered: bool) -> None:
+    async with running() as harness:
+        client, _ = await harness.connect()
+        for n in range(5):
+            client.send_json({"type": "send", "room": "lobby", "text": str(n)})
+        client.send_json({"type": "join", "room": "lobby", "since": since})
+        await settle()
+        joined = client.of_type("joined")[-1]
+        assert (joined["seq"], joined["recovered"]) == (5, recovered)
+
+
+async def test_a_failing_timer_is_logged_and_cuts_only_its_session(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat.connection import Connection
+
+    async with running(heartbeat_interval=1000, idle_after=5, idle_timeout=0) as harness:
+        bad, bad_session = await harness.connect()
+        good, good_session = await harness.connect()
+        original = Connection.on_timer
+
+        def on_timer(self: Connection, now: float) -> None:
+            if self.session is bad_session:
+                raise RuntimeError("broken timer")
+            original(self, now)
+
+        monkeypatch.setattr(Connection, "on_timer", on_timer)
+        with caplog.at_level(logging.ERROR, logger="chat"):
+            await harness.advance(6)
+        assert bad.was_aborted()
+        assert state(bad_session) is SessionState.CLOSED
+        assert state(good_session) is SessionState.IDLE
+        assert not good.was_aborted()
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        assert bad_session.id in errors[0].getMessage()

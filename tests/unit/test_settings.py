@@ -62,8 +62,7 @@ def test_either_jwt_key_turns_auth_on(variable: str) -> None:
 @pytest.mark.parametrize(
     ("variable", "raw", "name", "expected"),
     [
-        ("CHAT_BROKER_URL", "redis://localhost:6379/0", "broker_url", "redis://localhost:6379/0"),
-        ("CHAT_BROKER_URL", "rediss://cache:6380/1", "broker_url", "rediss://cache:6380/1"),
+        ("CHAT_BROKER_URL", "memory://", "broker_url", "memory://"),
         ("CHAT_NODE_ID", "node-a", "node_id", "node-a"),
         ("CHAT_HEARTBEAT_INTERVAL", "5", "heartbeat_interval", 5.0),
         ("CHAT_HEARTBEAT_INTERVAL", "0.5", "heartbeat_interval", 0.5),
@@ -188,12 +187,12 @@ def test_env_file_values_are_read(tmp_path: Path) -> None:
         "\n"
         "CHAT_HEARTBEAT_INTERVAL=5\n"
         "  CHAT_NODE_ID = 'node-from-file'  \n"
-        'CHAT_BROKER_URL="redis://localhost:6379/0"\n'
+        'CHAT_LOG_LEVEL="DEBUG"\n'
     )
     settings = load_settings({"CHAT_ENV_FILE": str(env_file)})
     assert settings.heartbeat_interval == 5.0
     assert settings.node_id == "node-from-file"
-    assert settings.broker_url == "redis://localhost:6379/0"
+    assert settings.log_level == "DEBUG"
 
 
 def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
@@ -254,7 +253,6 @@ SECRETS = [
     ("CHAT_JWT_SECRET", "hs256-Sup3rSecret"),
     ("CHAT_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----Sup3rSecret"),
     ("CHAT_STATUS_TOKEN", "status-Sup3rSecret"),
-    ("CHAT_BROKER_URL", "redis://user:Sup3rSecret@cache:6379/0"),
 ]
 
 
@@ -265,9 +263,18 @@ def test_secret_never_appears_in_repr_or_str(variable: str, secret: str) -> None
     assert "Sup3rSecret" not in str(settings)
 
 
-def test_secret_in_a_bad_broker_url_never_appears_in_the_error() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:Sup3rSecret@cache",
+        "redis://user:Sup3rSecret@cache:6379/0",
+        "user:Sup3rSecret@cache",
+    ],
+)
+def test_a_refused_broker_url_is_named_but_never_shown(url: str) -> None:
     with pytest.raises(SettingsError) as excinfo:
-        load_settings({"CHAT_BROKER_URL": "http://user:Sup3rSecret@cache"})
+        load_settings({"CHAT_BROKER_URL": url})
+    assert "CHAT_BROKER_URL" in str(excinfo.value)
     assert "Sup3rSecret" not in str(excinfo.value)
 
 
