@@ -334,26 +334,28 @@ class Connection:
     async def _write_loop(self) -> None:
         transport = self.transport
         queue = self.queue
-        session = self.session
-        totals = self._node.registry.totals
-        batched = session.protocol is Subprotocol.BATCH
         try:
             while True:
-                frames = await queue.get_batch()
-                if batched:
-                    for batch in _batches(frames):
-                        await transport.send_text(batch)
-                else:
-                    for frame in frames:
-                        await transport.send_text(frame)
-                session.messages_out += len(frames)
-                totals.messages_out += len(frames)
+                await self._write(await queue.get_batch())
         except QueueClosed:
             error = self._closing or InternalError()
             await transport.close(error.code, error.description)
         except Exception:
-            log.exception("session %s: writer failed", session.id)
+            log.exception("session %s: writer failed", self.session.id)
             self.abort()
+
+    async def _write(self, frames: list[str]) -> None:
+        # A call of its own, so that nothing sent stays referenced while the
+        # writer waits for the next batch (an idle session holds no frames).
+        transport = self.transport
+        if self.session.protocol is Subprotocol.BATCH:
+            for batch in _batches(frames):
+                await transport.send_text(batch)
+        else:
+            for frame in frames:
+                await transport.send_text(frame)
+        self.session.messages_out += len(frames)
+        self._node.registry.totals.messages_out += len(frames)
 
     async def _finish(self, disconnect: Disconnect | None) -> None:
         self._finished = True
