@@ -90,7 +90,9 @@ async def test_a_client_that_never_answers_is_cut_at_the_drain_timeout(
     seen = await watch(polite, signalled)
     assert seen.code == 1001
     assert seen.closed_after < 1.0
-    # While the deaf client holds the drain open, new handshakes and readiness get 503.
+    # Workers notice the parent's signal within 0.1 s; after that, while the
+    # deaf client holds the drain open, new handshakes and readiness get 503.
+    await asyncio.sleep(0.3)
     with pytest.raises(InvalidStatus) as refused:
         async with open_ws(server.ws("/ws/late")):
             pass
