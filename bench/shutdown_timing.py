@@ -17,11 +17,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tests.e2e.harness import start_server
-from tests.e2e.test_shutdown import open_sessions, watch
+from tests.e2e.test_shutdown import open_sessions, signal_and_watch
 
 
 async def one_run(
@@ -31,14 +30,10 @@ async def one_run(
         server = start_server(Path(logs), {"CHAT_DRAIN_TIMEOUT": "2"}, workers, python=python)
         try:
             clients = await open_sessions(server, sessions)
-            signalled = [0.0]
-            watchers = [asyncio.create_task(watch(ws, signalled)) for ws in clients]
-            signalled[0] = time.monotonic()
-            server.signal(signal.SIGTERM)
-            seen = await asyncio.gather(*watchers)
-            status = await asyncio.to_thread(server.wait, 10)
-            exited = time.monotonic() - signalled[0]
-            return max(s.closed_after for s in seen), exited, {s.code for s in seen}, status
+            outcome = await signal_and_watch(server, clients, signal.SIGTERM)
+            seen = outcome.seen
+            codes = {s.code for s in seen}
+            return max(s.closed_after for s in seen), outcome.exited_after, codes, outcome.status
         finally:
             server.stop()
 

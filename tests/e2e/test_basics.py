@@ -243,19 +243,30 @@ async def test_compression_when_enabled_never_inflates_past_the_limit(start: Sta
     assert server.json("/status")["totals"]["closed_by_reason"]["message_too_big"] == 10
 
 
-def test_a_bad_setting_stops_the_server_with_a_message_naming_it() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "secret"),
+    [
+        ("CHAT_HEARTBEAT_INTERVAL", "soon", None),
+        ("CHAT_BROKER_URL", "redis://user:pw@localhost:6379/0", "pw@"),
+    ],
+)
+def test_a_bad_setting_stops_the_server_with_a_message_naming_it(
+    variable: str, value: str, secret: str | None
+) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "hypercorn", "-w", "0", "-b", "127.0.0.1:1", "main:app"],
         cwd=REPO,
-        env={"CHAT_HEARTBEAT_INTERVAL": "soon", "PATH": "/usr/bin:/bin"},
+        env={variable: value, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert result.returncode == 2
-    assert "CHAT_HEARTBEAT_INTERVAL" in result.stderr
+    assert variable in result.stderr
     assert "Traceback" not in result.stderr
+    if secret:
+        assert secret not in result.stderr
 
 
 def test_the_recommended_config_file_serves(start: StartServer) -> None:
@@ -309,19 +320,3 @@ async def test_a_bad_since_is_refused_with_400(server: Server, since: str) -> No
         async with open_ws(server.ws(f"/ws/lobby?since={since}")):
             pass
     assert refused.value.response.status_code == 400
-
-
-def test_an_unsupported_broker_url_stops_the_server_naming_the_setting() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hypercorn", "-w", "0", "-b", "127.0.0.1:1", "main:app"],
-        cwd=REPO,
-        env={"CHAT_BROKER_URL": "redis://user:pw@localhost:6379/0", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "CHAT_BROKER_URL" in result.stderr
-    assert "pw@" not in result.stderr
-    assert "Traceback" not in result.stderr

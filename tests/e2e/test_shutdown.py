@@ -41,6 +41,26 @@ async def watch(ws: Any, signalled: list[float]) -> Seen:
     return Seen(code, time.monotonic() - signalled[0], frames[-1] if frames else None)
 
 
+@dataclass
+class Shutdown:
+    """What the clients saw after the signal, and how the process ended."""
+
+    seen: list[Seen]
+    status: int
+    exited_after: float
+
+
+async def signal_and_watch(server: Server, clients: list[Any], signum: int) -> Shutdown:
+    """Send ``signum`` to the main PID; wait for every client's close and the exit."""
+    signalled = [0.0]
+    watchers = [asyncio.create_task(watch(ws, signalled)) for ws in clients]
+    signalled[0] = time.monotonic()
+    server.signal(signum)
+    seen = await asyncio.gather(*watchers)
+    status = await asyncio.to_thread(server.wait, 10)
+    return Shutdown(list(seen), status, time.monotonic() - signalled[0])
+
+
 async def open_sessions(server: Server, count: int) -> list[Any]:
     clients = []
     for n in range(count):
@@ -58,23 +78,16 @@ async def test_signal_closes_20_sessions_with_1001_and_exits_0_in_time(
     start: StartServer, signum: int, workers: list[str]
 ) -> None:
     server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)}, args=workers)
-    clients = await open_sessions(server, 20)
-    signalled = [0.0]
-    watchers = [asyncio.create_task(watch(ws, signalled)) for ws in clients]
-    signalled[0] = time.monotonic()
-    server.signal(signum)
-    seen = await asyncio.gather(*watchers)
-    status = await asyncio.to_thread(server.wait, DRAIN + 5)
-    exited_after = time.monotonic() - signalled[0]
-    assert [s.code for s in seen] == [1001] * 20
-    assert max(s.closed_after for s in seen) < 1.0
-    for n, s in enumerate(seen):
+    outcome = await signal_and_watch(server, await open_sessions(server, 20), signum)
+    assert [s.code for s in outcome.seen] == [1001] * 20
+    assert max(s.closed_after for s in outcome.seen) < 1.0
+    for n, s in enumerate(outcome.seen):
         if n % 2:  # JSON sessions get bye before the close
             bye = orjson.loads(s.last_frame)
             assert (bye["type"], bye["reason"], bye["reconnect"]) == ("bye", "shutdown", True)
             assert 1000 <= bye["retry_after_ms"] < 5000
-    assert status == 0
-    assert exited_after < DRAIN + 1
+    assert outcome.status == 0
+    assert outcome.exited_after < DRAIN + 1
 
 
 @pytest.mark.parametrize("workers", [[], ["-w", "2"]], ids=["default-workers", "w2"])
@@ -115,13 +128,7 @@ async def test_shutdown_with_the_recommended_config_does_not_wait_for_ping_ticks
     start: StartServer,
 ) -> None:
     server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)}, args=["-c", "config/hypercorn.toml"])
-    clients = await open_sessions(server, 6)
-    signalled = [0.0]
-    watchers = [asyncio.create_task(watch(ws, signalled)) for ws in clients]
-    signalled[0] = time.monotonic()
-    server.signal(signal.SIGTERM)
-    seen = await asyncio.gather(*watchers)
-    status = await asyncio.to_thread(server.wait, 10)
-    assert [s.code for s in seen] == [1001] * 6
-    assert status == 0
-    assert time.monotonic() - signalled[0] < DRAIN + 1
+    outcome = await signal_and_watch(server, await open_sessions(server, 6), signal.SIGTERM)
+    assert [s.code for s in outcome.seen] == [1001] * 6
+    assert outcome.status == 0
+    assert outcome.exited_after < DRAIN + 1
