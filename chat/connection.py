@@ -372,6 +372,7 @@ class Connection:
             code, reason, by = CloseCode.ABNORMAL, CONNECTION_LOST, "client"
         session.close(node.clock.now(), code, reason, by)
         node.registry.finished(self)
+        log.debug("session %s closed: %s %s by %s", session.id, code, reason, by)
         self.queue.close()
         self.queue.clear()
 

@@ -141,6 +141,13 @@ class Node:
             raise
         session.accept(self.clock.now())
         self.registry.accepted(connection)
+        log.debug(
+            "session %s accepted: %s, user %s, from %s",
+            session.id,
+            session.protocol.value,
+            session.user,
+            session.remote,
+        )
         if self.draining:
             connection.close(Shutdown(retry_after_ms=self.retry_after_ms()))
         await connection.serve(handshake)
