@@ -446,7 +446,6 @@ async def test_a_member_that_never_reads_is_closed_1013_while_others_get_everyth
             await settle()
         texts = [m["text"] for m in reader.of_type("message")]
         assert texts == [str(n) for n in range(50)]
-        assert stuck_session.close_reason == "slow_consumer" or stuck_session.is_live
         # The stuck peer cannot even take the close frame: it is cut at the deadline.
         await harness.advance(2.5)
         assert stuck.aborted
