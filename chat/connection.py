@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from chat.brokers import BrokerUnavailable, Draft
+from chat.brokers import BrokerUnavailable, Draft, Publication
+from chat.envelope import encode_message
 from chat.errors import (
     BinaryFrame,
     BrokerDown,
@@ -144,8 +145,10 @@ class Connection:
         "_accepted",
         "_closing",
         "_finished",
+        "_held",
         "_node",
         "_on_text",
+        "_room_seq",
         "_scope",
         "close_deadline",
         "queue",
@@ -164,6 +167,10 @@ class Connection:
         self._finished = False
         self._scope: anyio.CancelScope | None = None
         self._on_text: Callable[[str], Awaitable[None]] = self._on_json
+        #: The last ``seq`` sent per joined room: nothing at or below it is sent again.
+        self._room_seq: dict[str, int] = {}
+        #: Live messages held back per room while its history is being read.
+        self._held: dict[str, list[tuple[Publication, str]]] = {}
 
     # -- what the registry and the rooms see ------------------------------------
 
@@ -180,9 +187,26 @@ class Connection:
         """The close the server started, if any."""
         return self._closing
 
-    def deliver(self, frame: str, text: str) -> None:
-        """Queue a room message (JSON ``frame`` or bare ``text``, by protocol); never waits."""
-        self.send(text if self.session.protocol is Subprotocol.TEXT else frame)
+    def deliver(self, publication: Publication, frame: str) -> None:
+        """Queue a room message (JSON ``frame``, or the bare text); never waits.
+
+        Each ``seq`` reaches the client at most once, after its room's replay.
+        """
+        room = publication.room
+        if self._held:
+            held = self._held.get(room)
+            if held is not None:
+                held.append((publication, frame))
+                return
+        if publication.seq <= self._room_seq.get(room, 0):
+            return
+        self._room_seq[room] = publication.seq
+        self.send(publication.text if self.session.protocol is Subprotocol.TEXT else frame)
+
+    def notify(self, frame: str) -> None:
+        """Queue an event frame for JSON sessions (plain-text clients cannot read it)."""
+        if self.session.protocol is not Subprotocol.TEXT:
+            self.send(frame)
 
     def send(self, frame: str) -> None:
         """Queue one encoded frame; a full queue closes this session with 1013."""
@@ -362,8 +386,9 @@ class Connection:
         node = self._node
         session = self.session
         with anyio.move_on_after(FINISH_TIMEOUT):
+            # session.rooms stays as it was: status shows where a closed session was.
             for room in list(session.rooms):
-                await node.rooms.leave(room, self)
+                await self._leave_room(room)
         if self._closing is not None:
             code, reason, by = int(self._closing.code), self._closing.reason, "server"
         elif disconnect is not None:
@@ -438,38 +463,66 @@ class Connection:
         self.send(encode(Ack(id=frame.id, room=frame.room, seq=publication.seq)))
 
     async def _join(self, room: str, since: int | None, frame_id: FrameId) -> None:
+        """Join ``room``: ``joined``, the missed messages after ``since``, then live ones.
+
+        Live messages that arrive while the history is read are held back and
+        sent after the replay, each at most once (by ``seq``).
+        """
         node = self._node
         session = self.session
-        if room not in session.rooms:
-            if len(session.rooms) >= node.settings.max_rooms_per_session:
-                raise FrameError(
-                    ErrorCode.FORBIDDEN,
-                    f"at most {node.settings.max_rooms_per_session} rooms at once",
-                    frame_id,
-                )
-            # Recorded first, so that however the join ends, _finish leaves the room.
-            session.rooms.append(room)
-            try:
-                await node.rooms.join(room, self)
-            except BaseException:
-                session.rooms.remove(room)
-                raise
-        if session.protocol is Subprotocol.TEXT:
+        json = session.protocol is not Subprotocol.TEXT
+        if room in session.rooms:
+            # Already a member: nothing to join or replay; say where the session is.
+            at = self._room_seq.get(room, 0)
+            if json:
+                self._send_joined(room, at, since is not None and since == at)
             return
-        seq = await node.broker.latest_seq(room)
-        members = tuple(MemberInfo(user) for user in node.rooms.users(room))
-        # No history is kept yet: a gap is "recovered" only when there is none.
-        # A since beyond seq means the counter was forgotten: not recovered.
-        recovered = since is not None and since == seq
+        if len(session.rooms) >= node.settings.max_rooms_per_session:
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"at most {node.settings.max_rooms_per_session} rooms at once",
+                frame_id,
+            )
+        # Recorded first, so that however the join ends, _finish leaves the room.
+        session.rooms.append(room)
+        held: list[tuple[Publication, str]] = []
+        self._held[room] = held
+        try:
+            first = await node.rooms.join(room, self)
+            recovery = await node.broker.recover(room, since if json else None)
+        except BaseException:
+            self._held.pop(room, None)
+            session.rooms.remove(room)
+            await node.rooms.leave(room, self)
+            raise
+        del self._held[room]
+        self._room_seq[room] = recovery.latest
+        if json:
+            self._send_joined(room, recovery.latest, recovery.complete)
+            for publication in recovery.publications:
+                self.send(encode_message(publication))
+        for publication, frame in held:
+            self.deliver(publication, frame)
+        if first:
+            node.rooms.announce(room, "join", session.user, exclude=self)
+
+    def _send_joined(self, room: str, seq: int, recovered: bool) -> None:
+        members = tuple(MemberInfo(user) for user in self._node.rooms.users(room))
         self.send(encode(Joined(room=room, seq=seq, recovered=recovered, members=members)))
 
     async def _leave(self, frame: Leave) -> None:
-        session = self.session
-        if frame.room not in session.rooms:
+        if frame.room not in self.session.rooms:
             raise FrameError(ErrorCode.NOT_JOINED, f"not joined to {frame.room}", frame.id)
-        session.rooms.remove(frame.room)
-        await self._node.rooms.leave(frame.room, self)
+        self.session.rooms.remove(frame.room)
+        await self._leave_room(frame.room)
         self.send(encode(Left(room=frame.room)))
+
+    async def _leave_room(self, room: str) -> None:
+        """Leave ``room``; announce it when this was the user's last session there."""
+        self._room_seq.pop(room, None)
+        rooms = self._node.rooms
+        if await rooms.leave(room, self):
+            rooms.announce(room, "leave", self.session.user, exclude=self)
 
 
 #: A ``chat.v1.batch`` frame carries at most this many characters (one larger object goes alone).

@@ -56,7 +56,7 @@ class Node:
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or MonotonicClock()
-        self.broker: Broker = broker or open_broker(settings.broker_url)
+        self.broker: Broker = broker or open_broker(settings, self.clock)
         self.registry = Registry(
             retention=settings.closed_retention, max_closed=settings.closed_max
         )

@@ -124,6 +124,20 @@ async def status(node: NodeDep) -> dict[str, Any]:
     }
 
 
+@router.get("/status/rooms", dependencies=Guarded)
+async def rooms(node: NodeDep, room: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Rooms with a member on this node: members, distinct users and the latest ``seq``."""
+    found = []
+    for name, members in sorted(node.rooms.counts().items()):
+        if room is not None and name != room:
+            continue
+        latest = (await node.broker.recover(name, None)).latest
+        found.append(
+            {"room": name, "members": members, "users": node.rooms.users(name), "seq": latest}
+        )
+    return {"rooms": found}
+
+
 @router.get("/status/sessions", dependencies=Guarded)
 async def sessions(
     node: NodeDep,

@@ -6,20 +6,40 @@ imported only when its scheme is used.
 
 from __future__ import annotations
 
-from chat.brokers.base import Broker, BrokerUnavailable, Deliver, Draft, Publication
+from typing import TYPE_CHECKING
+
+from chat.brokers.base import Broker, BrokerUnavailable, Deliver
+from chat.envelope import Draft, Publication, Recovery
+
+if TYPE_CHECKING:
+    from chat.clock import Clock
+    from chat.settings import Settings
 
 
-def open_broker(url: str) -> Broker:
-    """The broker for ``url``: ``memory://`` (the embedded default).
+def open_broker(settings: Settings, clock: Clock) -> Broker:
+    """The broker for ``settings.broker_url``: ``memory://`` (the embedded default).
 
     Raises :class:`ValueError` for an unsupported scheme.
     """
-    scheme = url.partition("://")[0]
+    scheme = settings.broker_url.partition("://")[0]
     if scheme == "memory":
         from chat.brokers.memory import InMemoryBroker
 
-        return InMemoryBroker()
+        return InMemoryBroker(
+            clock,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+            history_max_bytes=settings.history_max_bytes,
+        )
     raise ValueError(f"unsupported broker URL scheme {scheme!r} (supported: memory://)")
 
 
-__all__ = ["Broker", "BrokerUnavailable", "Deliver", "Draft", "Publication", "open_broker"]
+__all__ = [
+    "Broker",
+    "BrokerUnavailable",
+    "Deliver",
+    "Draft",
+    "Publication",
+    "Recovery",
+    "open_broker",
+]

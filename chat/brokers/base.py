@@ -1,38 +1,13 @@
-"""The broker interface and the values it carries."""
+"""The broker interface. The values it carries are in :mod:`chat.envelope`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from anyio.abc import TaskStatus
 
-from chat.protocol import FrameId
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """A message a session wants published; the broker gives it a ``seq``."""
-
-    room: str
-    user: str
-    text: str
-    id: FrameId
-    ts: float
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """A published message: a :class:`Draft` with its room ``seq``."""
-
-    room: str
-    seq: int
-    user: str
-    text: str
-    id: FrameId
-    ts: float
-
+from chat.envelope import Draft, Publication, Recovery
 
 #: Called once per publication on every node subscribed to its room.
 Deliver = Callable[[Publication], None]
@@ -46,11 +21,13 @@ class Broker(Protocol):
     """Moves publications between the processes that share rooms.
 
     Guarantees: :meth:`publish` assigns the room's next ``seq`` (rising by
-    exactly 1 per message, in publish order) and returns only once the message
-    is accepted, or raises :class:`BrokerUnavailable`; every node subscribed to
-    the room then receives it through its ``deliver`` callback exactly once,
-    in ``seq`` order. Delivery to a node that is not subscribed is not
-    promised (at most once).
+    exactly 1 per message, in publish order), keeps it in the room's history
+    (``CHAT_HISTORY_SIZE`` messages for ``CHAT_HISTORY_TTL`` seconds) and
+    returns only once the message is accepted, or raises
+    :class:`BrokerUnavailable`; every node subscribed to the room then
+    receives it through its ``deliver`` callback exactly once, in ``seq``
+    order. Delivery to a node that is not subscribed is not promised (at most
+    once): :meth:`recover` fills such gaps from the history.
     """
 
     @property
@@ -79,6 +56,11 @@ class Broker(Protocol):
         """Stop delivering ``room`` to this node (called when its last local member leaves)."""
         ...
 
-    async def latest_seq(self, room: str) -> int:
-        """The last ``seq`` published in ``room`` (0 if none)."""
+    async def recover(self, room: str, since: int | None) -> Recovery:
+        """The room's latest ``seq``, and with ``since`` the kept messages after it.
+
+        Called after :meth:`subscribe`, so that together with live delivery
+        nothing published in between is lost (the caller drops duplicates by
+        ``seq``).
+        """
         ...

@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-import anyio
 from anyio.abc import TaskStatus
 
-from chat.brokers.base import Deliver, Draft, Publication
+from chat.brokers.base import Deliver
+from chat.clock import Clock
+from chat.envelope import Draft, Publication, Recovery
+from chat.history import HistoryStore
 
-#: ``seq`` counters kept for rooms nobody is in, oldest forgotten first: a room
-#: that empties for a moment (a lone member reconnecting) keeps counting up.
-IDLE_ROOMS_KEPT = 10_000
+#: Seconds between sweeps of expired history and forgotten rooms.
+PURGE_INTERVAL = 5.0
 
 
 class InMemoryBroker:
     """Rooms of one process. Publishing delivers synchronously, so ``seq`` order is
-    publish order and nothing is ever unavailable.
-
-    Memory is bounded: a room's counter lives while the room has a subscriber,
-    and afterwards among the last :data:`IDLE_ROOMS_KEPT` rooms to empty.
+    publish order and nothing is ever unavailable. History and sequences live
+    in a :class:`~chat.history.HistoryStore`, swept every few seconds.
     """
 
-    def __init__(self, idle_rooms_kept: int = IDLE_ROOMS_KEPT) -> None:
+    def __init__(
+        self, clock: Clock, *, history_size: int, history_ttl: float, history_max_bytes: int
+    ) -> None:
+        self._clock = clock
         self._deliver: Deliver | None = None
-        self._seq: dict[str, int] = {}
         self._subscribed: set[str] = set()
-        self._idle: OrderedDict[str, None] = OrderedDict()
-        self._idle_rooms_kept = idle_rooms_kept
+        self.store = HistoryStore(size=history_size, ttl=history_ttl, max_bytes=history_max_bytes)
 
     @property
     def url(self) -> str:
@@ -41,39 +39,27 @@ class InMemoryBroker:
         self._deliver = deliver
         task_status.started()
         try:
-            await anyio.sleep_forever()
+            while True:
+                await self._clock.sleep(PURGE_INTERVAL)
+                self.store.purge(self._clock.now())
         finally:
             self._deliver = None
 
     async def publish(self, draft: Draft) -> Publication:
-        room = draft.room
-        seq = self._seq.get(room, 0) + 1
-        self._seq[room] = seq
-        publication = Publication(
-            room=room, seq=seq, user=draft.user, text=draft.text, id=draft.id, ts=draft.ts
-        )
-        if room in self._subscribed:
-            if self._deliver is not None:
-                self._deliver(publication)
-        else:
-            self._went_idle(room)
+        publication = self.store.publish(draft, self._clock.now())
+        if self._deliver is not None and draft.room in self._subscribed:
+            self._deliver(publication)
         return publication
 
     async def subscribe(self, room: str) -> None:
-        self._subscribed.add(room)
-        self._idle.pop(room, None)
+        if room not in self._subscribed:
+            self._subscribed.add(room)
+            self.store.hold(room)
 
     async def unsubscribe(self, room: str) -> None:
-        self._subscribed.discard(room)
-        if room in self._seq:
-            self._went_idle(room)
+        if room in self._subscribed:
+            self._subscribed.discard(room)
+            self.store.release(room)
 
-    def _went_idle(self, room: str) -> None:
-        self._idle[room] = None
-        self._idle.move_to_end(room)
-        while len(self._idle) > self._idle_rooms_kept:
-            forgotten, _ = self._idle.popitem(last=False)
-            self._seq.pop(forgotten, None)
-
-    async def latest_seq(self, room: str) -> int:
-        return self._seq.get(room, 0)
+    async def recover(self, room: str, since: int | None) -> Recovery:
+        return self.store.recover(room, since, self._clock.now())

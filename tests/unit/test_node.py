@@ -3,94 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import TaskGroup
 
 from chat.brokers import BrokerUnavailable, Draft, Publication
-from chat.clock import FakeClock, settle
-from chat.connection import Endpoint, Handshake
-from chat.node import Node
-from chat.session import Session, SessionState
-from chat.settings import Settings
+from chat.clock import settle
+from chat.connection import Endpoint
+from chat.session import SessionState
+from tests.domain import flag, running, state
 from tests.fakes import FakeTransport
 
 pytestmark = pytest.mark.anyio
-
-
-def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "node_id": "node-a",
-        "heartbeat_interval": 25.0,
-        "heartbeat_timeout": 10.0,
-        "idle_after": 60.0,
-        "idle_timeout": 600.0,
-        "drain_timeout": 2.0,
-        "closed_retention": 300.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def state(session: Session) -> SessionState:
-    """The session's state now (a call, so that type narrowing does not stick)."""
-    return session.state
-
-
-def flag(event: anyio.Event) -> bool:
-    return event.is_set()
-
-
-@dataclass
-class Harness:
-    node: Node
-    clock: FakeClock
-    group: TaskGroup
-
-    async def connect(
-        self,
-        room: str | None = "lobby",
-        *,
-        protocol: str | None = "chat.v1",
-        user: str | None = None,
-        endpoint: Endpoint = Endpoint.ROOM,
-        transport: FakeTransport | None = None,
-    ) -> tuple[FakeTransport, Session]:
-        transport = transport or FakeTransport()
-        before = {live.session.id for live in self.node.registry.live()}
-        handshake = Handshake(
-            endpoint=endpoint,
-            remote="127.0.0.1:5000",
-            room=room,
-            subprotocols=(protocol,) if protocol else (),
-            user=user,
-        )
-        self.group.start_soon(self.node.handle, handshake, transport)
-        await settle()
-        new = [live.session for live in self.node.registry.live() if live.session.id not in before]
-        if not new:
-            found = list(self.node.registry.sessions())
-            return transport, found[0][0]
-        return transport, new[0]
-
-    async def advance(self, seconds: float) -> None:
-        await self.clock.advance(seconds)
-
-
-@asynccontextmanager
-async def running(**overrides: Any) -> AsyncIterator[Harness]:
-    clock = FakeClock()
-    node = Node(make_settings(**overrides), clock=clock)
-    with anyio.fail_after(30):
-        async with node, anyio.create_task_group() as group:
-            yield Harness(node, clock, group)
-            group.cancel_scope.cancel()
-
 
 # -- greeting and rooms ------------------------------------------------------------
 
@@ -571,7 +495,7 @@ async def test_a_rooms_seq_keeps_rising_after_it_empties() -> None:
 
 
 @pytest.mark.parametrize(("since", "recovered"), [(5, True), (4, False), (0, False), (9, False)])
-async def test_recovered_is_true_only_when_nothing_was_missed(since: int, recovered: bool) -> None:
+async def test_joining_a_room_already_joined_replays_nothing(since: int, recovered: bool) -> None:
     async with running() as harness:
         client, _ = await harness.connect()
         for n in range(5):
@@ -580,6 +504,7 @@ async def test_recovered_is_true_only_when_nothing_was_missed(since: int, recove
         await settle()
         joined = client.of_type("joined")[-1]
         assert (joined["seq"], joined["recovered"]) == (5, recovered)
+        assert len(client.of_type("message")) == 5
 
 
 async def test_a_failing_timer_is_logged_and_cuts_only_its_session(

@@ -1,0 +1,59 @@
+"""The values brokers carry: a message to publish, a published one, a recovery. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chat.protocol import FrameId, Message, encode
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message a session wants published; the broker gives it a ``seq``."""
+
+    room: str
+    user: str
+    text: str
+    id: FrameId
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """A published message: a :class:`Draft` with its room ``seq``."""
+
+    room: str
+    seq: int
+    user: str
+    text: str
+    id: FrameId
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What a joining session can get: the room's ``latest`` seq and, when it
+    asked with ``since``, the messages after it.
+
+    ``complete`` is true only when ``publications`` are every message with
+    ``since < seq <= latest``, in order (none at all when ``since == latest``);
+    otherwise ``publications`` is empty and the client must refetch.
+    """
+
+    latest: int
+    publications: tuple[Publication, ...] = ()
+    complete: bool = False
+
+
+def encode_message(publication: Publication) -> str:
+    """The encoded ``message`` frame that delivers ``publication``."""
+    return encode(
+        Message(
+            room=publication.room,
+            seq=publication.seq,
+            id=publication.id,
+            user=publication.user,
+            text=publication.text,
+            ts=publication.ts,
+        )
+    )

@@ -1,0 +1,149 @@
+"""Room sequences and recent history, kept in memory. Pure: time comes in as ``now``.
+
+:class:`HistoryStore` gives each room its ``seq`` counter and keeps its last
+``size`` messages for ``ttl`` seconds, so a client that reconnects can ask
+for what it missed. Memory is bounded three ways: messages per room, seconds
+per message, and ``max_bytes`` of text over all rooms (the oldest messages go
+first). A room nobody holds is forgotten once its history has expired, and its
+``seq`` starts again at 0: a client that comes back with a higher ``since``
+is told it did not recover.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from chat.envelope import Draft, Publication, Recovery
+
+#: Bytes counted per message on top of its text (ids, user, the entry itself).
+ENTRY_OVERHEAD = 128
+
+
+@dataclass(slots=True)
+class _Entry:
+    publication: Publication
+    at: float
+    size: int
+
+
+@dataclass(slots=True)
+class _Room:
+    seq: int = 0
+    holders: int = 0
+    last_publish: float = 0.0
+    entries: deque[_Entry] = field(default_factory=deque)
+
+
+class HistoryStore:
+    """Every room's ``seq`` and history in one process."""
+
+    def __init__(self, *, size: int, ttl: float, max_bytes: int) -> None:
+        self._size = size
+        self._ttl = ttl
+        self._max_bytes = max_bytes
+        self._rooms: dict[str, _Room] = {}
+        #: Every kept entry in publish order across rooms: evicted from the front.
+        self._order: deque[tuple[str, _Entry]] = deque()
+        #: Entries kept in rooms (``_order`` may also hold ones already dropped).
+        self._kept = 0
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        """Rooms known (held, or with history not yet expired)."""
+        return len(self._rooms)
+
+    def publish(self, draft: Draft, now: float) -> Publication:
+        """Give ``draft`` its room's next ``seq`` and keep it; returns the publication."""
+        room = self._rooms.get(draft.room)
+        if room is None:
+            room = self._rooms[draft.room] = _Room()
+        room.seq += 1
+        room.last_publish = now
+        publication = Publication(
+            room=draft.room,
+            seq=room.seq,
+            user=draft.user,
+            text=draft.text,
+            id=draft.id,
+            ts=draft.ts,
+        )
+        if self._size and self._ttl:
+            entry = _Entry(publication, now, len(draft.text) + ENTRY_OVERHEAD)
+            room.entries.append(entry)
+            self._order.append((draft.room, entry))
+            self._kept += 1
+            self.bytes += entry.size
+            if len(room.entries) > self._size:
+                self._drop_oldest(room)
+            while self.bytes > self._max_bytes and self._order:
+                self._evict_front()
+            if len(self._order) > 2 * self._kept + 1024:
+                self._compact()
+        return publication
+
+    def latest(self, room: str) -> int:
+        """The room's last ``seq`` (0 if it has none, or was forgotten)."""
+        found = self._rooms.get(room)
+        return 0 if found is None else found.seq
+
+    def recover(self, room: str, since: int | None, now: float) -> Recovery:
+        """The latest ``seq`` and, with ``since``, the messages after it if all are kept."""
+        found = self._rooms.get(room)
+        latest = 0 if found is None else found.seq
+        if since is None:
+            return Recovery(latest)
+        if since == latest:
+            return Recovery(latest, (), complete=True)
+        if found is None or since > latest:
+            return Recovery(latest)
+        horizon = now - self._ttl
+        kept = [
+            e.publication for e in found.entries if e.at > horizon and e.publication.seq > since
+        ]
+        if not kept or kept[0].seq != since + 1 or kept[-1].seq != latest:
+            return Recovery(latest)
+        return Recovery(latest, tuple(kept), complete=True)
+
+    def hold(self, room: str) -> None:
+        """A subscriber needs ``room``: keep its ``seq`` however old its history."""
+        found = self._rooms.get(room)
+        if found is None:
+            found = self._rooms[room] = _Room()
+        found.holders += 1
+
+    def release(self, room: str) -> None:
+        """One subscriber less; the room may be forgotten once unheld and expired."""
+        found = self._rooms.get(room)
+        if found is not None and found.holders:
+            found.holders -= 1
+
+    def purge(self, now: float) -> None:
+        """Drop expired messages, and forget unheld rooms whose history has expired."""
+        horizon = now - self._ttl
+        while self._order and self._order[0][1].at <= horizon:
+            self._evict_front()
+        for name in [n for n, r in self._rooms.items() if not r.holders and not r.entries]:
+            if self._rooms[name].last_publish <= horizon:
+                del self._rooms[name]
+
+    def _drop_oldest(self, room: _Room) -> None:
+        entry = room.entries.popleft()
+        self._kept -= 1
+        self.bytes -= entry.size
+        # Its slot in _order goes when it reaches the front (checked by
+        # identity), or when _compact rebuilds the order.
+
+    def _evict_front(self) -> None:
+        name, entry = self._order.popleft()
+        room = self._rooms.get(name)
+        if room is not None and room.entries and room.entries[0] is entry:
+            room.entries.popleft()
+            self._kept -= 1
+            self.bytes -= entry.size
+
+    def _compact(self) -> None:
+        """Rebuild the global order from the kept entries (dropping stale slots)."""
+        kept = [(name, entry) for name, room in self._rooms.items() for entry in room.entries]
+        kept.sort(key=lambda item: item[1].at)
+        self._order = deque(kept)
