@@ -196,7 +196,10 @@ class Connection:
         if self._held:
             held = self._held.get(room)
             if held is not None:
-                held.append((publication, frame))
+                if len(held) < self._node.settings.send_queue:
+                    held.append((publication, frame))
+                elif self._closing is None:
+                    self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
                 return
         if publication.seq <= self._room_seq.get(room, 0):
             return
