@@ -70,9 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chat.session")
 
-#: How long the last rites (leaving rooms) may take once a session has ended.
-FINISH_TIMEOUT = 2.0
-
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
@@ -136,6 +133,7 @@ class Handshake:
     subprotocols: tuple[str, ...] = ()
     user: str | None = None
     since: int | None = None
+    epoch: str | None = None
 
 
 class Connection:
@@ -144,8 +142,10 @@ class Connection:
     __slots__ = (
         "_accepted",
         "_closing",
+        "_epochs",
         "_finished",
         "_held",
+        "_left",
         "_node",
         "_on_text",
         "_room_seq",
@@ -171,6 +171,10 @@ class Connection:
         self._room_seq: dict[str, int] = {}
         #: Live messages held back per room while its history is being read.
         self._held: dict[str, list[tuple[Publication, str]]] = {}
+        #: The epoch (run) of each joined room's ``seq``.
+        self._epochs: dict[str, str] = {}
+        #: ``(epoch, last seq sent)`` of rooms left, so a rejoin never resends them.
+        self._left: dict[str, tuple[str, int]] = {}
 
     # -- what the registry and the rooms see ------------------------------------
 
@@ -228,7 +232,8 @@ class Connection:
         if self._closing is not None or self._finished:
             return
         self._closing = error
-        self.close_deadline = self._node.clock.now() + self._node.settings.drain_timeout
+        grace = 0.0 if error.presumed_dead else self._node.settings.drain_timeout
+        self.close_deadline = self._node.clock.now() + grace
         if isinstance(error, SlowConsumer):
             self.queue.clear()
         if self._accepted:
@@ -329,7 +334,7 @@ class Connection:
                     )
                 )
             )
-        await self._join(handshake.room, handshake.since, None)
+        await self._join(handshake.room, handshake.since, handshake.epoch, None)
 
     async def _read_loop(self) -> Disconnect:
         transport = self.transport
@@ -388,10 +393,9 @@ class Connection:
         self._finished = True
         node = self._node
         session = self.session
-        with anyio.move_on_after(FINISH_TIMEOUT):
-            # session.rooms stays as it was: status shows where a closed session was.
-            for room in list(session.rooms):
-                await self._leave_room(room)
+        # session.rooms stays as it was: status shows where a closed session was.
+        for room in session.rooms:
+            self._leave_room(room)
         if self._closing is not None:
             code, reason, by = int(self._closing.code), self._closing.reason, "server"
         elif disconnect is not None:
@@ -444,7 +448,12 @@ class Connection:
         if isinstance(frame, Send):
             await self._publish(frame)
         elif isinstance(frame, Join):
-            await self._join(frame.room, frame.since, frame.id)
+            try:
+                await self._join(frame.room, frame.since, frame.epoch, frame.id)
+            except BrokerUnavailable:
+                raise FrameError(
+                    ErrorCode.UNAVAILABLE, "the broker is unavailable, try again", frame.id
+                ) from None
         elif isinstance(frame, Leave):
             await self._leave(frame)
         elif isinstance(frame, Refresh):
@@ -465,11 +474,15 @@ class Connection:
             ) from None
         self.send(encode(Ack(id=frame.id, room=frame.room, seq=publication.seq)))
 
-    async def _join(self, room: str, since: int | None, frame_id: FrameId) -> None:
+    async def _join(
+        self, room: str, since: int | None, epoch: str | None, frame_id: FrameId
+    ) -> None:
         """Join ``room``: ``joined``, the missed messages after ``since``, then live ones.
 
         Live messages that arrive while the history is read are held back and
-        sent after the replay, each at most once (by ``seq``).
+        sent after the replay, each at most once (by ``seq``); so are messages
+        this connection already had before it left the room and came back.
+        Raises :class:`~chat.brokers.BrokerUnavailable` with nothing joined.
         """
         node = self._node
         session = self.session
@@ -478,7 +491,9 @@ class Connection:
             # Already a member: nothing to join or replay; say where the session is.
             at = self._room_seq.get(room, 0)
             if json:
-                self._send_joined(room, at, since is not None and since == at)
+                current = self._epochs.get(room, "")
+                same_run = epoch is None or epoch == current
+                self._send_joined(room, at, current, since == at and same_run)
             return
         if len(session.rooms) >= node.settings.max_rooms_per_session:
             raise FrameError(
@@ -491,40 +506,60 @@ class Connection:
         held: list[tuple[Publication, str]] = []
         self._held[room] = held
         try:
-            first = await node.rooms.join(room, self)
-            recovery = await node.broker.recover(room, since if json else None)
+            await node.rooms.join(room, self)
+            try:
+                recovery = await node.broker.recover(room, since if json else None, epoch)
+            except BaseException:
+                node.rooms.leave(room, self)
+                raise
         except BaseException:
-            self._held.pop(room, None)
             session.rooms.remove(room)
-            await node.rooms.leave(room, self)
             raise
-        del self._held[room]
-        self._room_seq[room] = recovery.latest
+        finally:
+            del self._held[room]
+        if self._closing is not None:
+            return  # closed while joining: no presence, nothing more to send
+        self._epochs[room] = recovery.epoch
+        # Messages this connection had before it left the room are not sent twice.
+        floor = self._left.pop(room, (None, 0))
+        sent_before = floor[1] if floor[0] == recovery.epoch else 0
+        self._room_seq[room] = max(recovery.latest, sent_before)
+        first = node.rooms.enter(room, self)
         if json:
-            self._send_joined(room, recovery.latest, recovery.complete)
-            for publication in recovery.publications:
-                self.send(encode_message(publication))
+            replay = [p for p in recovery.publications if p.seq > sent_before]
+            # A replay must fit in the send queue, or the client is told to refetch.
+            fits = len(replay) + 2 <= node.settings.send_queue - len(self.queue)
+            self._send_joined(room, recovery.latest, recovery.epoch, recovery.complete and fits)
+            if recovery.complete and fits:
+                for publication in replay:
+                    self.send(encode_message(publication))
         for publication, frame in held:
             self.deliver(publication, frame)
         if first:
             node.rooms.announce(room, "join", session.user, exclude=self)
 
-    def _send_joined(self, room: str, seq: int, recovered: bool) -> None:
+    def _send_joined(self, room: str, seq: int, epoch: str, recovered: bool) -> None:
         members = tuple(MemberInfo(user) for user in self._node.rooms.users(room))
-        self.send(encode(Joined(room=room, seq=seq, recovered=recovered, members=members)))
+        joined = Joined(room=room, seq=seq, epoch=epoch, recovered=recovered, members=members)
+        self.send(encode(joined))
 
     async def _leave(self, frame: Leave) -> None:
         if frame.room not in self.session.rooms:
             raise FrameError(ErrorCode.NOT_JOINED, f"not joined to {frame.room}", frame.id)
         self.session.rooms.remove(frame.room)
-        await self._leave_room(frame.room)
+        self._leave_room(frame.room)
         self.send(encode(Left(room=frame.room)))
 
-    async def _leave_room(self, room: str) -> None:
-        """Leave ``room``; announce it when this was the user's last session there."""
-        self._room_seq.pop(room, None)
+    def _leave_room(self, room: str) -> None:
+        """Leave ``room`` now; announce it when this was the user's last session there."""
+        epoch = self._epochs.pop(room, None)
+        seq = self._room_seq.pop(room, 0)
+        if epoch is not None:
+            self._left[room] = (epoch, seq)
+            while len(self._left) > self._node.settings.max_rooms_per_session:
+                del self._left[next(iter(self._left))]
         rooms = self._node.rooms
-        if await rooms.leave(room, self):
+        if rooms.leave(room, self):
             rooms.announce(room, "leave", self.session.user, exclude=self)
 
 

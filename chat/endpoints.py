@@ -136,6 +136,7 @@ async def room(websocket: WebSocket) -> None:
             subprotocols=tuple(websocket.scope.get("subprotocols", ())),
             user=websocket.query_params.get("user"),
             since=since,
+            epoch=websocket.query_params.get("epoch"),
         ),
     )
 

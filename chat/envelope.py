@@ -32,15 +32,17 @@ class Publication:
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """What a joining session can get: the room's ``latest`` seq and, when it
-    asked with ``since``, the messages after it.
+    """What a joining session can get: the room's ``latest`` seq and ``epoch``, and,
+    when it asked with ``since``, the messages after it.
 
     ``complete`` is true only when ``publications`` are every message with
-    ``since < seq <= latest``, in order (none at all when ``since == latest``);
+    ``since < seq <= latest``, in order (none at all when ``since == latest``),
+    of the same run of the room (the client's ``epoch``, when it gave one);
     otherwise ``publications`` is empty and the client must refetch.
     """
 
     latest: int
+    epoch: str
     publications: tuple[Publication, ...] = ()
     complete: bool = False
 

@@ -82,6 +82,9 @@ class SessionClosed(ChatError):
     bye_reason: str | None = None
     #: The close frame's reason phrase, for people.
     description: str = "internal error"
+    #: The peer is presumed dead: cut it right after the close frame, without
+    #: waiting ``CHAT_DRAIN_TIMEOUT`` for a reply that will not come.
+    presumed_dead: bool = False
 
     def __init__(self, retry_after_ms: int = 0) -> None:
         super().__init__(self.description)
@@ -145,6 +148,7 @@ class HeartbeatTimeout(SessionClosed):
     code = CloseCode.HEARTBEAT_TIMEOUT
     reason = "heartbeat_timeout"
     description = "heartbeat timeout"
+    presumed_dead = True
 
 
 class IdleTimeout(SessionClosed):

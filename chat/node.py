@@ -19,7 +19,7 @@ from chat.brokers import Broker, open_broker
 from chat.clock import Clock, MonotonicClock, wait_within
 from chat.connection import Connection, Endpoint, Handshake, Transport
 from chat.errors import Rejection, Shutdown
-from chat.protocol import Subprotocol
+from chat.protocol import MAX_EPOCH_LENGTH, Subprotocol
 from chat.registry import Registry
 from chat.rooms import Rooms
 from chat.session import Session, Timers
@@ -80,6 +80,7 @@ class Node:
         await group.__aenter__()
         self._group = group
         await group.start(self._run_broker)
+        group.start_soon(self.rooms.run)
         group.start_soon(self.supervisor.run)
         self.running = True
         return self
@@ -160,6 +161,10 @@ class Node:
             raise Rejection(400, "bad_room", "room id must match [A-Za-z0-9_.-]{1,64}")
         if handshake.since is not None and handshake.since < 0:
             raise Rejection(400, "bad_since", "since must be a non-negative integer")
+        if handshake.epoch is not None and len(handshake.epoch) > MAX_EPOCH_LENGTH:
+            raise Rejection(
+                400, "bad_epoch", f"epoch must be at most {MAX_EPOCH_LENGTH} characters"
+            )
         if handshake.user is not None:
             if not NAME_PATTERN.fullmatch(handshake.user):
                 raise Rejection(400, "bad_user", "user must match [A-Za-z0-9_.-]{1,64}")

@@ -38,6 +38,8 @@ class Subprotocol(StrEnum):
 MAX_DEPTH = 32
 #: Longest client ``id`` string echoed back.
 MAX_ID_LENGTH = 128
+#: Longest ``epoch`` a client may send back.
+MAX_EPOCH_LENGTH = 64
 #: Client ``id`` integers must be exact in JavaScript.
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -58,10 +60,12 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Join ``room``; with ``since``, replay messages with a greater ``seq`` first."""
+    """Join ``room``; with ``since`` (and the ``epoch`` it was seen in), replay the
+    messages with a greater ``seq`` first."""
 
     room: str
     since: int | None = None
+    epoch: str | None = None
     id: FrameId = None
 
 
@@ -154,7 +158,14 @@ def _parse_join(data: dict[str, Any], frame_id: FrameId) -> Join:
         not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= 2**63
     ):
         raise FrameError(ErrorCode.BAD_REQUEST, "since must be a non-negative integer", frame_id)
-    return Join(room=room, since=since, id=frame_id)
+    epoch = data.get("epoch")
+    if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH):
+        raise FrameError(
+            ErrorCode.BAD_REQUEST,
+            f"epoch must be a string of at most {MAX_EPOCH_LENGTH} characters",
+            frame_id,
+        )
+    return Join(room=room, since=since, epoch=epoch, id=frame_id)
 
 
 def _parse_leave(data: dict[str, Any], frame_id: FrameId) -> Leave:
@@ -238,6 +249,7 @@ class Joined:
     type: Literal["joined"] = "joined"
     room: str
     seq: int
+    epoch: str
     recovered: bool
     members: tuple[MemberInfo, ...] = ()
 

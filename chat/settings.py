@@ -92,9 +92,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _coherent_timers(self) -> Self:
+    def _coherent(self) -> Self:
         if self.idle_timeout and self.idle_timeout <= self.idle_after:
             raise ValueError("CHAT_IDLE_TIMEOUT must be 0 (never) or greater than CHAT_IDLE_AFTER")
+        if self.history_size >= self.send_queue:
+            # A full recovery must fit in the send queue with room to spare.
+            raise ValueError("CHAT_SEND_QUEUE must be greater than CHAT_HISTORY_SIZE")
         return self
 
     @property

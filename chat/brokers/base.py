@@ -49,15 +49,20 @@ class Broker(Protocol):
         ...
 
     async def subscribe(self, room: str) -> None:
-        """Start delivering ``room`` to this node (called for its first local member)."""
+        """Start delivering ``room`` to this node (called for its first local member).
+
+        Returns only once deliveries are flowing: a message published after it
+        returns reaches ``deliver``.
+        """
         ...
 
     async def unsubscribe(self, room: str) -> None:
         """Stop delivering ``room`` to this node (called when its last local member leaves)."""
         ...
 
-    async def recover(self, room: str, since: int | None) -> Recovery:
-        """The room's latest ``seq``, and with ``since`` the kept messages after it.
+    async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
+        """The room's latest ``seq`` and ``epoch``, and with ``since`` the kept messages
+        after it (complete only if ``epoch``, when given, is still the room's).
 
         Called after :meth:`subscribe`, so that together with live delivery
         nothing published in between is lost (the caller drops duplicates by

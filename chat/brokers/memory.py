@@ -61,5 +61,5 @@ class InMemoryBroker:
             self._subscribed.discard(room)
             self.store.release(room)
 
-    async def recover(self, room: str, since: int | None) -> Recovery:
-        return self.store.recover(room, since, self._clock.now())
+    async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
+        return self.store.recover(room, since, self._clock.now(), epoch)

@@ -132,6 +132,8 @@ class JsonClient:
         self.ws = ws
         self.answer_pings = answer_pings
         self._pending: list[dict[str, Any]] = []
+        #: The ``joined`` of the URL's room, once :meth:`greeted` has read it.
+        self.joined: dict[str, Any] = {}
 
     async def recv(self) -> dict[str, Any]:
         """The next object that is not a heartbeat ``ping`` (those are answered)."""
@@ -161,6 +163,7 @@ class JsonClient:
         welcome = await self.recv()
         joined = await self.recv()
         assert (welcome["type"], joined["type"]) == ("welcome", "joined")
+        self.joined = joined
         return welcome, joined
 
 

@@ -129,6 +129,7 @@ async def test_a_member_that_never_reads_is_closed_1013_while_the_others_get_eve
     server = start(
         {
             "CHAT_SEND_QUEUE": "50",
+            "CHAT_HISTORY_SIZE": "10",
             "CHAT_DRAIN_TIMEOUT": "1",
             "CHAT_RATE": "100000",
             "CHAT_BURST": "100000",

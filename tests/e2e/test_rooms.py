@@ -119,9 +119,10 @@ async def miss_20(sender: JsonClient) -> None:
     await messages(sender, 20, "recover")
 
 
-async def recover(server: Server, since: int, *, on_url: bool) -> int:
-    """Reconnect with ``since`` (in the URL, or with ``join``); check the replay; the last seq."""
-    path = f"/ws/recover?since={since}" if on_url else "/ws/recover-lobby"
+async def recover(server: Server, since: int, epoch: str, *, on_url: bool) -> int:
+    """Reconnect with ``since`` (in the URL with ``epoch``, or with a ``join`` without it);
+    check the replay; return the last seq."""
+    path = f"/ws/recover?since={since}&epoch={epoch}" if on_url else "/ws/recover-lobby"
     async with open_ws(server.ws(path), subprotocols=["chat.v1"], max_queue=None) as ws:
         back = JsonClient(ws)
         await back.recv_type("welcome")
@@ -147,10 +148,11 @@ async def test_a_client_that_missed_20_messages_recovers_exactly_them(server: Se
             await sender.send({"type": "send", "room": "recover", "text": "seen"})
             last_seen = (await messages(reader, 1))[0]["seq"]
         await messages(sender, 1)
+        epoch = sender.joined["epoch"]
         await miss_20(sender)
-        last_seen = await recover(server, last_seen, on_url=True)
+        last_seen = await recover(server, last_seen, epoch, on_url=True)
         await miss_20(sender)
-        await recover(server, last_seen, on_url=False)
+        await recover(server, last_seen, epoch, on_url=False)
 
 
 async def test_a_gap_larger_than_the_history_is_reported_not_recovered(server: Server) -> None:

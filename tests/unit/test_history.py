@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from chat.envelope import Draft, Publication, Recovery
@@ -15,8 +17,12 @@ def draft(room: str = "lobby", text: str = "hi", *, user: str = "ann") -> Draft:
     return Draft(room=room, user=user, text=text, id=f"{room}:{text}", ts=1.5)
 
 
+#: Every room run of ``store_of`` stores has this epoch, so expectations can name it.
+EPOCH = "run-1"
+
+
 def store_of(*, size: int = 10, ttl: float = 60.0, max_bytes: int = PLENTY) -> HistoryStore:
-    return HistoryStore(size=size, ttl=ttl, max_bytes=max_bytes)
+    return HistoryStore(size=size, ttl=ttl, max_bytes=max_bytes, epochs=lambda: EPOCH)
 
 
 def publish_many(store: HistoryStore, room: str, count: int, now: float = 0.0) -> list[Publication]:
@@ -24,7 +30,7 @@ def publish_many(store: HistoryStore, room: str, count: int, now: float = 0.0) -
 
 
 def cost(text: str) -> int:
-    return len(text) + ENTRY_OVERHEAD
+    return sys.getsizeof(text) + ENTRY_OVERHEAD
 
 
 # -- seq ------------------------------------------------------------------------------
@@ -96,19 +102,21 @@ def test_recover_returns_all_messages_after_since_or_none(
 ) -> None:
     store = store_of(size=3, ttl=60.0)
     published = publish_many(store, "lobby", 5, now=0.0)
-    expected = Recovery(latest, tuple(published[seq - 1] for seq in seqs), complete=complete)
+    expected = Recovery(latest, EPOCH, tuple(published[seq - 1] for seq in seqs), complete=complete)
     assert store.recover(room, since, now=1.0) == expected
 
 
 def test_recover_since_zero_in_a_room_never_published_is_complete_and_empty() -> None:
     # latest is 0 and nothing was ever published: nothing was missed.
-    assert store_of().recover("nowhere", 0, now=0.0) == Recovery(0, (), complete=True)
+    assert store_of().recover("nowhere", 0, now=0.0) == Recovery(0, EPOCH, (), complete=True)
 
 
 def test_recover_within_the_window_returns_every_message_in_order() -> None:
     store = store_of(size=100)
     published = publish_many(store, "lobby", 20)
-    assert store.recover("lobby", 0, now=0.0) == Recovery(20, tuple(published), complete=True)
+    assert store.recover("lobby", 0, now=0.0) == Recovery(
+        20, EPOCH, tuple(published), complete=True
+    )
 
 
 def test_recover_returns_only_the_asked_rooms_messages() -> None:
@@ -116,7 +124,7 @@ def test_recover_returns_only_the_asked_rooms_messages() -> None:
     a1 = store.publish(draft("a", "a1"), 0.0)
     store.publish(draft("b", "b1"), 0.0)
     a2 = store.publish(draft("a", "a2"), 0.0)
-    assert store.recover("a", 0, now=0.0) == Recovery(2, (a1, a2), complete=True)
+    assert store.recover("a", 0, now=0.0) == Recovery(2, EPOCH, (a1, a2), complete=True)
 
 
 # -- the window: size -------------------------------------------------------------------
@@ -138,14 +146,14 @@ def test_size_limit_applies_per_room() -> None:
     store = store_of(size=2)
     a = publish_many(store, "a", 2)
     publish_many(store, "b", 5)
-    assert store.recover("a", 0, now=0.0) == Recovery(2, tuple(a), complete=True)
+    assert store.recover("a", 0, now=0.0) == Recovery(2, EPOCH, tuple(a), complete=True)
 
 
 @pytest.mark.parametrize(("size", "ttl"), [(0, 60.0), (10, 0.0), (0, 0.0)])
 def test_size_zero_or_ttl_zero_keeps_no_history(size: int, ttl: float) -> None:
     store = store_of(size=size, ttl=ttl)
     publish_many(store, "lobby", 3)
-    assert store.recover("lobby", 2, now=0.0) == Recovery(3)
+    assert store.recover("lobby", 2, now=0.0) == Recovery(3, EPOCH)
     assert store.bytes == 0
 
 
@@ -161,7 +169,7 @@ def test_an_entry_expires_when_exactly_ttl_old(age: float, complete: bool) -> No
     store = store_of(ttl=10.0)
     only = store.publish(draft(), now=100.0)
     recovery = store.recover("lobby", 0, now=100.0 + age)
-    expected = Recovery(1, (only,), complete=True) if complete else Recovery(1)
+    expected = Recovery(1, EPOCH, (only,), complete=True) if complete else Recovery(1, EPOCH)
     assert recovery == expected
 
 
@@ -172,14 +180,14 @@ def test_an_expired_entry_makes_its_recovery_incomplete(purged: bool) -> None:
     store.publish(draft(text="new"), now=5.0)
     if purged:
         store.purge(now=10.0)
-    assert store.recover("lobby", 0, now=10.0) == Recovery(2)
+    assert store.recover("lobby", 0, now=10.0) == Recovery(2, EPOCH)
 
 
 def test_entries_after_an_expired_one_still_recover() -> None:
     store = store_of(ttl=10.0)
     store.publish(draft(text="old"), now=0.0)
     new = store.publish(draft(text="new"), now=5.0)
-    assert store.recover("lobby", 1, now=10.0) == Recovery(2, (new,), complete=True)
+    assert store.recover("lobby", 1, now=10.0) == Recovery(2, EPOCH, (new,), complete=True)
 
 
 # -- the byte budget --------------------------------------------------------------------
@@ -203,8 +211,8 @@ def test_a_store_exactly_at_its_byte_budget_keeps_everything() -> None:
     store = store_of(max_bytes=2 * cost("x"))
     a = store.publish(draft("a", "x"), 0.0)
     b = store.publish(draft("b", "x"), 1.0)
-    assert store.recover("a", 0, now=1.0) == Recovery(1, (a,), complete=True)
-    assert store.recover("b", 0, now=1.0) == Recovery(1, (b,), complete=True)
+    assert store.recover("a", 0, now=1.0) == Recovery(1, EPOCH, (a,), complete=True)
+    assert store.recover("b", 0, now=1.0) == Recovery(1, EPOCH, (b,), complete=True)
     assert store.bytes == 2 * cost("x")
 
 
@@ -213,9 +221,9 @@ def test_over_the_byte_budget_the_oldest_message_across_rooms_goes_first() -> No
     store.publish(draft("a", "x"), 0.0)
     b = store.publish(draft("b", "x"), 1.0)
     c = store.publish(draft("c", "x"), 2.0)
-    assert store.recover("a", 0, now=2.0) == Recovery(1)
-    assert store.recover("b", 0, now=2.0) == Recovery(1, (b,), complete=True)
-    assert store.recover("c", 0, now=2.0) == Recovery(1, (c,), complete=True)
+    assert store.recover("a", 0, now=2.0) == Recovery(1, EPOCH)
+    assert store.recover("b", 0, now=2.0) == Recovery(1, EPOCH, (b,), complete=True)
+    assert store.recover("c", 0, now=2.0) == Recovery(1, EPOCH, (c,), complete=True)
     assert store.bytes == 2 * cost("x")
 
 
@@ -223,17 +231,18 @@ def test_a_room_whose_needed_entries_were_evicted_no_longer_recovers() -> None:
     store = store_of(max_bytes=3 * cost("m0"))
     a = publish_many(store, "a", 3, now=0.0)
     # b's message costs as much as two of a's: a's oldest two make room for it.
-    store.publish(draft("b", "b" * (2 * cost("m0") - ENTRY_OVERHEAD)), now=1.0)
-    assert store.recover("a", 0, now=1.0) == Recovery(3)
-    assert store.recover("a", 1, now=1.0) == Recovery(3)
-    assert store.recover("a", 2, now=1.0) == Recovery(3, (a[2],), complete=True)
+    size = 2 * cost("m0") - ENTRY_OVERHEAD - sys.getsizeof("")
+    store.publish(draft("b", "b" * size), now=1.0)
+    assert store.recover("a", 0, now=1.0) == Recovery(3, EPOCH)
+    assert store.recover("a", 1, now=1.0) == Recovery(3, EPOCH)
+    assert store.recover("a", 2, now=1.0) == Recovery(3, EPOCH, (a[2],), complete=True)
 
 
 def test_a_message_larger_than_the_whole_budget_is_not_kept() -> None:
     store = store_of(max_bytes=cost("x"))
     published = store.publish(draft(text="xx"), 0.0)
     assert published.seq == 1
-    assert store.recover("lobby", 0, now=0.0) == Recovery(1)
+    assert store.recover("lobby", 0, now=0.0) == Recovery(1, EPOCH)
     assert store.bytes == 0
 
 
@@ -284,7 +293,7 @@ def test_an_unheld_room_with_unexpired_history_is_kept() -> None:
     new = store.publish(draft(text="new"), now=8.0)
     store.purge(now=10.0)
     assert (store.latest("lobby"), len(store)) == (2, 1)
-    assert store.recover("lobby", 1, now=10.0) == Recovery(2, (new,), complete=True)
+    assert store.recover("lobby", 1, now=10.0) == Recovery(2, EPOCH, (new,), complete=True)
 
 
 @pytest.mark.parametrize(("purge_at", "latest"), [(5.0, 1), (10.0, 0)])
@@ -302,7 +311,7 @@ def test_a_forgotten_room_starts_again_and_an_old_since_does_not_recover() -> No
     publish_many(store, "lobby", 3, now=0.0)
     store.purge(now=10.0)
     assert store.publish(draft(), now=20.0).seq == 1
-    assert store.recover("lobby", 3, now=20.0) == Recovery(1)
+    assert store.recover("lobby", 3, now=20.0) == Recovery(1, EPOCH)
 
 
 def test_a_released_room_is_forgotten_like_one_never_held() -> None:
@@ -373,9 +382,9 @@ def test_a_small_room_still_recovers_after_many_publishes() -> None:
     store = store_of(size=2, ttl=1e9)
     published = publish_many(store, "lobby", 5000)
     assert store.recover("lobby", 4998, now=0.0) == Recovery(
-        5000, tuple(published[-2:]), complete=True
+        5000, EPOCH, tuple(published[-2:]), complete=True
     )
-    assert store.recover("lobby", 4997, now=0.0) == Recovery(5000)
+    assert store.recover("lobby", 4997, now=0.0) == Recovery(5000, EPOCH)
 
 
 def test_the_byte_budget_still_evicts_the_oldest_right_after_a_compaction() -> None:
@@ -398,7 +407,7 @@ def test_the_byte_budget_still_evicts_the_oldest_right_after_a_compaction() -> N
     assert len(store._order) == 3
     # old's message and busy's last two fill the budget; one more evicts old's.
     new = store.publish(draft("new", "x"), now=10_000.0)
-    assert store.recover("old", 0, now=10_000.0) == Recovery(1)
+    assert store.recover("old", 0, now=10_000.0) == Recovery(1, EPOCH)
     assert store.recover("busy", busy - 2, now=10_000.0).complete
-    assert store.recover("new", 0, now=10_000.0) == Recovery(1, (new,), complete=True)
+    assert store.recover("new", 0, now=10_000.0) == Recovery(1, EPOCH, (new,), complete=True)
     assert store.bytes == 3 * cost("x")

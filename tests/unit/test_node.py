@@ -28,6 +28,9 @@ async def test_json_session_gets_welcome_then_joined() -> None:
         assert welcome["session"] == session.id
         assert welcome["user"] == "alice"
         assert welcome["heartbeat"] == {"interval": 25.0, "timeout": 10.0}
+        epoch = joined.pop("epoch")
+        assert isinstance(epoch, str)
+        assert epoch
         assert joined == {
             "type": "joined",
             "room": "lobby",
@@ -361,7 +364,7 @@ async def test_closed_sessions_are_bounded_in_number() -> None:
 
 
 async def test_a_member_that_never_reads_is_closed_1013_while_others_get_everything() -> None:
-    async with running(send_queue=10) as harness:
+    async with running(send_queue=10, history_size=5) as harness:
         stuck, stuck_session = await harness.connect(transport=FakeTransport(stalled=True))
         reader, _ = await harness.connect()
         sender, _ = await harness.connect()
@@ -379,7 +382,7 @@ async def test_a_member_that_never_reads_is_closed_1013_while_others_get_everyth
 
 
 async def test_a_slow_consumer_that_recovers_gets_bye_slow_consumer_before_1013() -> None:
-    async with running(send_queue=5) as harness:
+    async with running(send_queue=5, history_size=2) as harness:
         slow, _ = await harness.connect(transport=FakeTransport(stalled=True))
         sender, _ = await harness.connect()
         for n in range(20):

@@ -270,6 +270,7 @@ ENCODED: list[tuple[str, ServerFrame, dict[str, Any]]] = [
         Joined(
             room="lobby",
             seq=7,
+            epoch="e1",
             recovered=True,
             members=(MemberInfo(user="alice"), MemberInfo(user="bob")),
         ),
@@ -277,14 +278,22 @@ ENCODED: list[tuple[str, ServerFrame, dict[str, Any]]] = [
             "type": "joined",
             "room": "lobby",
             "seq": 7,
+            "epoch": "e1",
             "recovered": True,
             "members": [{"user": "alice"}, {"user": "bob"}],
         },
     ),
     (
         "joined-alone",
-        Joined(room="lobby", seq=0, recovered=False),
-        {"type": "joined", "room": "lobby", "seq": 0, "recovered": False, "members": []},
+        Joined(room="lobby", seq=0, epoch="e1", recovered=False),
+        {
+            "type": "joined",
+            "room": "lobby",
+            "seq": 0,
+            "epoch": "e1",
+            "recovered": False,
+            "members": [],
+        },
     ),
     (
         "message",

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import TaskStatus
 
-from chat.brokers import Deliver, Draft, Publication, Recovery
+from chat.brokers import BrokerUnavailable, Draft, Recovery
 from chat.brokers.memory import InMemoryBroker
 from chat.clock import FakeClock, settle
 from tests.domain import running
+from tests.fakes import FakeTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -103,18 +104,12 @@ class SlowRecoveryBroker(InMemoryBroker):
         self.reading = anyio.Event()
         self.release = anyio.Event()
 
-    async def recover(self, room: str, since: int | None) -> Recovery:
+    async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
         if since is None:
-            return await super().recover(room, since)
+            return await super().recover(room, since, epoch)
         self.reading.set()
         await self.release.wait()
-        return await super().recover(room, since)
-
-    async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
-        await super().run(deliver, task_status=task_status)
-
-    async def publish(self, draft: Draft) -> Publication:
-        return await super().publish(draft)
+        return await super().recover(room, since, epoch)
 
 
 async def test_a_live_message_during_the_replay_is_delivered_once_and_after_it() -> None:
@@ -174,17 +169,20 @@ async def test_presence_is_announced_once_per_user_however_many_sessions() -> No
         assert ann_2.of_type("presence") == []
 
 
-async def test_a_session_that_vanishes_leaves_presence() -> None:
-    async with running(heartbeat_interval=10, heartbeat_timeout=5) as harness:
+async def test_a_session_that_vanishes_leaves_presence_by_its_heartbeat_deadline() -> None:
+    async with running(heartbeat_interval=10, heartbeat_timeout=5, drain_timeout=5) as harness:
         watcher, _ = await harness.connect(user="watcher")
-        ghost, _ = await harness.connect(user="ghost")
-        # The ghost stops answering pings; the watcher keeps answering.
-        for _ in range(2):
-            await harness.advance(10.5)
-            watcher.send_json({"type": "pong"})
-        await harness.advance(5)
+        # A dead peer: it answers neither pings nor the close frame.
+        ghost, _ = await harness.connect(user="ghost", transport=FakeTransport(answers_close=False))
+        await harness.advance(10.5)
+        watcher.send_json({"type": "pong"})
+        await harness.advance(4)
+        assert [p["event"] for p in watcher.of_type("presence")] == ["join"]
+        # The deadline is ping (10 s) + timeout (5 s), checked every tick (1 s here).
+        await harness.advance(1.5)
         assert ghost.closed is not None
         assert ghost.closed[0] == 4001
+        assert ghost.aborted
         events = [(p["event"], p["user"]) for p in watcher.of_type("presence")]
         assert events == [("join", "ghost"), ("leave", "ghost")]
 
@@ -194,3 +192,161 @@ async def test_plain_text_members_get_no_presence_frames() -> None:
         plain, _ = await harness.connect(protocol=None, user="pat")
         await harness.connect(user="jo")
         assert plain.sent == []
+
+
+async def test_a_forgotten_room_starts_a_new_epoch_and_an_old_since_does_not_recover() -> None:
+    async with running(history_ttl=60, heartbeat_interval=1000) as harness:
+        ann, _ = await harness.connect(user="ann")
+        for n in range(3):
+            ann.send_json({"type": "send", "room": "lobby", "text": f"old {n}"})
+        await settle()
+        old_epoch = ann.of_type("joined")[0]["epoch"]
+        ann.hang_up()
+        await settle()
+        await harness.advance(70)  # nobody holds the room and its history expired
+        bob, _ = await harness.connect(user="bob")
+        for n in range(5):
+            bob.send_json({"type": "send", "room": "lobby", "text": f"new {n}"})
+        await settle()
+        back, _ = await harness.connect("elsewhere", user="ann")
+        back.send_json({"type": "join", "room": "lobby", "since": 3, "epoch": old_epoch})
+        await settle()
+        joined = back.of_type("joined")[-1]
+        assert joined["epoch"] != old_epoch
+        assert (joined["seq"], joined["recovered"]) == (5, False)
+        assert [m for m in back.of_type("message") if m["room"] == "lobby"] == []
+
+
+async def test_rejoining_with_an_older_since_sends_nothing_twice() -> None:
+    async with running() as harness:
+        client, _ = await harness.connect()
+        for n in range(3):
+            client.send_json({"type": "send", "room": "lobby", "text": str(n)})
+        await settle()
+        client.send_json({"type": "leave", "room": "lobby"})
+        client.send_json({"type": "join", "room": "lobby", "since": 0})
+        await settle()
+        assert [m["seq"] for m in client.of_type("message")] == [1, 2, 3]
+        assert client.of_type("joined")[-1]["recovered"] is True
+
+
+async def test_a_replay_that_would_not_fit_the_send_queue_is_reported_not_recovered() -> None:
+    async with running(send_queue=20, history_size=19) as harness:
+        sender, _ = await harness.connect()
+        for n in range(19):
+            sender.send_json({"type": "send", "room": "lobby", "text": str(n)})
+            await settle()
+        back, _ = await harness.connect(since=0)
+        joined = back.of_type("joined")[0]
+        assert (joined["seq"], joined["recovered"]) == (19, False)
+        assert back.of_type("message") == []
+        assert back.closed is None
+
+
+class GatedBroker(InMemoryBroker):
+    """Memory broker whose subscribe waits for the test and may fail once."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, history_size=100, history_ttl=300, history_max_bytes=1 << 20)
+        self.gate = anyio.Event()
+        self.fail_next_subscribe = False
+        self.fail_unsubscribe = False
+
+    async def subscribe(self, room: str) -> None:
+        await self.gate.wait()
+        if self.fail_next_subscribe:
+            self.fail_next_subscribe = False
+            raise BrokerUnavailable("subscribe failed")
+        await super().subscribe(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        if self.fail_unsubscribe:
+            raise BrokerUnavailable("unsubscribe failed")
+        await super().unsubscribe(room)
+
+
+def draft(room: str, text: str) -> Draft:
+    return Draft(room=room, user="x", text=text, id=None, ts=1.0)
+
+
+async def test_a_second_joiner_waits_for_the_rooms_subscription() -> None:
+    clock = FakeClock()
+    broker = GatedBroker(clock)
+    async with running(broker=broker, clock=clock) as harness:
+        first, _ = await harness.connect()
+        second, _ = await harness.connect()
+        assert first.of_type("joined") == []
+        assert second.of_type("joined") == []
+        broker.gate.set()
+        await settle()
+        await broker.publish(draft("lobby", "after"))
+        await settle()
+        for client in (first, second):
+            joined = client.of_type("joined")[0]
+            assert [m["seq"] for m in client.of_type("message")] == [joined["seq"] + 1]
+
+
+async def test_when_the_first_subscribe_fails_the_others_try_again() -> None:
+    clock = FakeClock()
+    broker = GatedBroker(clock)
+    broker.gate.set()
+    async with running(broker=broker, clock=clock, heartbeat_interval=1000) as harness:
+        home, _ = await harness.connect("home")
+        watcher, _ = await harness.connect("games", user="watcher")
+        broker.gate = anyio.Event()
+        broker.fail_next_subscribe = True
+        home.send_json({"type": "join", "room": "lobby", "id": "j1"})
+        other, _ = await harness.connect()
+        broker.gate.set()
+        await settle()
+        error = home.of_type("error")[-1]
+        assert (error["code"], error["id"]) == ("unavailable", "j1")
+        assert other.of_type("joined")[0]["room"] == "lobby"
+        await broker.publish(draft("lobby", "hello"))
+        await settle()
+        assert [m["text"] for m in other.of_type("message")] == ["hello"]
+        assert [m for m in home.of_type("message") if m["room"] == "lobby"] == []
+        assert harness.node.rooms.users("lobby") == [other_user(other)]
+        assert watcher.of_type("presence") == []
+
+
+def other_user(client: FakeTransport) -> str:
+    return str(client.of_type("welcome")[0]["user"])
+
+
+async def test_an_unsubscribe_failure_is_logged_and_the_session_still_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    broker = GatedBroker(clock)
+    broker.gate.set()
+    broker.fail_unsubscribe = True
+    async with running(broker=broker, clock=clock) as harness:
+        client, session = await harness.connect()
+        with caplog.at_level(logging.WARNING, logger="chat"):
+            client.hang_up()
+            await settle()
+        assert session.close_reason == "client_closed"
+        assert len(harness.node.registry) == 0
+        assert harness.node.rooms.counts() == {}
+        assert any("unsubscribing room lobby failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_live_messages_held_during_a_slow_recovery_are_bounded() -> None:
+    clock = FakeClock()
+    broker = SlowRecoveryBroker(clock)
+    async with running(broker=broker, clock=clock, send_queue=10, history_size=5) as harness:
+        sender, _ = await harness.connect(protocol=None)
+        late, session = await harness.connect("elsewhere")
+        late.send_json({"type": "join", "room": "lobby", "since": 0})
+        await settle()
+        for n in range(11):
+            await broker.publish(draft("lobby", str(n)))
+            await settle()
+        assert late.closed is not None
+        assert late.closed[0] == 1013
+        broker.release.set()
+        await settle()
+        await harness.advance(3)
+        assert (session.close_code, session.close_reason) == (1013, "slow_consumer")
+        assert sender.closed is None

@@ -75,7 +75,7 @@ def test_either_jwt_key_turns_auth_on(variable: str) -> None:
         ("CHAT_MAX_MESSAGE_BYTES", "1024", "max_message_bytes", 1024),
         ("CHAT_RATE", "2.5", "rate", 2.5),
         ("CHAT_BURST", "5", "burst", 5),
-        ("CHAT_SEND_QUEUE", "10", "send_queue", 10),
+        ("CHAT_SEND_QUEUE", "500", "send_queue", 500),
         ("CHAT_MAX_SESSIONS", "3", "max_sessions", 3),
         ("CHAT_MAX_SESSIONS_PER_USER", "2", "max_sessions_per_user", 2),
         ("CHAT_MAX_SESSIONS_PER_IP", "4", "max_sessions_per_ip", 4),
@@ -327,3 +327,11 @@ def test_settings_reject_unknown_fields() -> None:
 )
 def test_supervisor_tick(environ: dict[str, str], tick: float) -> None:
     assert load_settings(environ).supervisor_tick == pytest.approx(tick)
+
+
+@pytest.mark.parametrize(("history", "queue"), [("100", "100"), ("2000", "1000")])
+def test_a_send_queue_that_cannot_hold_a_full_recovery_is_refused(history: str, queue: str) -> None:
+    with pytest.raises(
+        SettingsError, match="CHAT_SEND_QUEUE must be greater than CHAT_HISTORY_SIZE"
+    ):
+        load_settings({"CHAT_HISTORY_SIZE": history, "CHAT_SEND_QUEUE": queue})
