@@ -37,7 +37,9 @@ def create_app(
                 "node %s ready: broker %s, %s",
                 settings.node_id,
                 node.broker.url,
-                "JWT auth on" if settings.auth_enabled else "open mode (no auth)",
+                f"JWT auth on ({node.auth.algorithm})"
+                if node.auth.enabled
+                else "open mode: no authentication, users name themselves with ?user=",
             )
             yield
         log.info("node %s stopped", settings.node_id)

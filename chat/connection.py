@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from chat.auth import Identity, TokenError
 from chat.brokers import BrokerUnavailable, Draft, Publication
 from chat.envelope import encode_message
 from chat.errors import (
@@ -30,6 +31,7 @@ from chat.errors import (
     BrokerDown,
     CloseCode,
     ErrorCode,
+    Flooding,
     FrameError,
     HeartbeatTimeout,
     IdleTimeout,
@@ -37,6 +39,7 @@ from chat.errors import (
     MessageTooBig,
     SessionClosed,
     SlowConsumer,
+    TokenExpired,
 )
 from chat.protocol import (
     PING,
@@ -62,6 +65,7 @@ from chat.protocol import (
     encode,
     error_frame,
 )
+from chat.ratelimit import RateLimiter, Verdict
 from chat.sendqueue import QueueClosed, SendQueue
 from chat.session import Due, Session
 
@@ -79,6 +83,9 @@ class Disconnect:
     reason: str
     by: str = "client"
 
+
+#: The ``detail`` of ``error`` ``rate_limited``.
+RATE_DETAIL = "over the message rate: slow down"
 
 #: The peer's close frame arrived (``code`` is the peer's, when the server can tell).
 CLIENT_CLOSED = "client_closed"
@@ -125,7 +132,11 @@ class Endpoint(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Handshake:
-    """What the app knows of a WebSocket handshake before accepting it."""
+    """What the app knows of a WebSocket handshake before accepting it.
+
+    ``token`` came in a header, the query or a ``bearer.`` subprotocol; it is
+    never logged nor shown. ``origin`` is the ``Origin`` header (browsers).
+    """
 
     endpoint: Endpoint
     remote: str
@@ -134,6 +145,9 @@ class Handshake:
     user: str | None = None
     since: int | None = None
     epoch: str | None = None
+    host: str = ""
+    origin: str | None = None
+    token: str | None = field(default=None, repr=False)
 
 
 class Connection:
@@ -146,11 +160,13 @@ class Connection:
         "_finished",
         "_held",
         "_left",
+        "_limiter",
         "_node",
         "_on_text",
         "_room_seq",
         "_scope",
         "close_deadline",
+        "identity",
         "queue",
         "session",
         "transport",
@@ -162,6 +178,9 @@ class Connection:
         self.transport = transport
         self.queue = SendQueue(node.settings.send_queue)
         self.close_deadline: float | None = None
+        #: Who the session's token speaks for; None in open mode.
+        self.identity: Identity | None = None
+        self._limiter = RateLimiter(node.settings.rate, node.settings.burst, node.clock.now())
         self._closing: SessionClosed | None = None
         self._accepted = False
         self._finished = False
@@ -274,6 +293,9 @@ class Connection:
                 self.session.go_idle(now)
             elif due is Due.HEARTBEAT_TIMEOUT:
                 self.close(HeartbeatTimeout())
+                return
+            elif due is Due.TOKEN_EXPIRED:
+                self.close(TokenExpired())
                 return
             else:
                 self.close(IdleTimeout())
@@ -412,17 +434,36 @@ class Connection:
 
     async def _on_echo(self, text: str) -> None:
         self.session.touch(self._node.clock.now())
-        self.send(f"Message text was: {text}")
+        if self._within_rate(None):
+            self.send(f"Message text was: {text}")
 
     async def _on_room_text(self, text: str) -> None:
         session = self.session
         clock = self._node.clock
         session.touch(clock.now())
+        if not self._within_rate(None):
+            return
         room = session.rooms[0]
         try:
             await self._node.broker.publish(Draft(room, session.user, text, None, clock.time()))
         except BrokerUnavailable:
             self.close(BrokerDown(retry_after_ms=self._node.retry_after_ms()))
+
+    def _within_rate(self, frame_id: FrameId) -> bool:
+        """Take a token for one client frame; False when it must be dropped.
+
+        Over the rate, JSON sessions get ``error`` ``rate_limited`` (plain text:
+        dropped and counted); a flood closes the session with 1008.
+        """
+        verdict = self._limiter.check(self._node.clock.now())
+        if verdict is Verdict.ALLOW:
+            return True
+        self._node.registry.totals.rate_limited += 1
+        if verdict is Verdict.ABUSE:
+            self.close(Flooding())
+        elif self.session.protocol is not Subprotocol.TEXT:
+            self.send(error_frame(FrameError(ErrorCode.RATE_LIMITED, RATE_DETAIL, frame_id)))
+        return False
 
     async def _on_json(self, raw: str) -> None:
         now = self._node.clock.now()
@@ -430,10 +471,16 @@ class Connection:
             frame = decode_client_frame(raw)
         except FrameError as error:
             self.session.touch(now)
-            self.send(error_frame(error))
+            if self._within_rate(error.frame_id):
+                self.send(error_frame(error))
             return
         if isinstance(frame, Pong):
+            # Heartbeats are the server's own request: never rate limited.
             self.session.pong_received(now)
+            return
+        if not self._within_rate(frame.id):
+            if not isinstance(frame, Ping):
+                self.session.touch(now)
             return
         if isinstance(frame, Ping):
             self.send(PONG)
@@ -457,9 +504,27 @@ class Connection:
         elif isinstance(frame, Leave):
             await self._leave(frame)
         elif isinstance(frame, Refresh):
+            self._refresh(frame)
+
+    def _refresh(self, frame: Refresh) -> None:
+        """Replace the session's token; a refused one changes nothing."""
+        node = self._node
+        if not node.auth.enabled:
             raise FrameError(
                 ErrorCode.BAD_REQUEST, "refresh needs JWT auth, which is not configured", frame.id
             )
+        try:
+            identity = node.auth.verify(frame.token, node.clock.time())
+        except TokenError as error:
+            raise FrameError(
+                ErrorCode.BAD_REQUEST, f"refresh refused: {error.detail}", frame.id
+            ) from None
+        if identity.user != self.session.user:
+            raise FrameError(
+                ErrorCode.FORBIDDEN, "refresh must be for the session's own user", frame.id
+            )
+        self.identity = identity
+        self.session.token_deadline = node.token_deadline(identity)
 
     async def _publish(self, frame: Send) -> None:
         session = self.session
@@ -487,6 +552,8 @@ class Connection:
         node = self._node
         session = self.session
         json = session.protocol is not Subprotocol.TEXT
+        if self.identity is not None and not self.identity.may_join(room):
+            raise FrameError(ErrorCode.FORBIDDEN, "this room is not allowed by the token", frame_id)
         if room in session.rooms:
             # Already a member: nothing to join or replay; say where the session is.
             at = self._room_seq.get(room, 0)

@@ -7,7 +7,7 @@ Each WebSocket handshake becomes a :class:`~chat.connection.Handshake` and an
 from __future__ import annotations
 
 from contextlib import suppress
-from typing import cast
+from typing import Any, cast
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
@@ -84,6 +84,37 @@ def _remote(websocket: WebSocket) -> str:
     return f"{client.host}:{client.port}" if client else "unknown"
 
 
+#: A token may be offered as an extra subprotocol ``bearer.<jwt>`` (browsers
+#: cannot set headers); it is never selected, so never echoed back.
+BEARER_PROTOCOL = "bearer."
+
+
+def _handshake(websocket: WebSocket, endpoint: Endpoint, **fields: Any) -> Handshake:
+    """What the domain needs of a handshake: protocols, user, origin, and the token
+    from ``Authorization: Bearer``, ``?token=`` or a ``bearer.<jwt>`` subprotocol."""
+    offered = tuple(websocket.scope.get("subprotocols", ()))
+    token = None
+    scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        token = credentials.strip()
+    for name in offered:
+        if token is None and name.startswith(BEARER_PROTOCOL):
+            token = name[len(BEARER_PROTOCOL) :]
+    if token is None:
+        token = websocket.query_params.get("token")
+    client = websocket.client
+    return Handshake(
+        endpoint=endpoint,
+        remote=_remote(websocket),
+        host=client.host if client else "unknown",
+        subprotocols=tuple(name for name in offered if not name.startswith(BEARER_PROTOCOL)),
+        user=websocket.query_params.get("user"),
+        origin=websocket.headers.get("origin"),
+        token=token,
+        **fields,
+    )
+
+
 async def _serve(websocket: WebSocket, handshake: Handshake) -> None:
     # Over HTTP/2 one TCP connection carries several WebSockets: its handle is
     # not this session's to abort (config/hypercorn.toml serves HTTP/1.1 only).
@@ -108,15 +139,7 @@ async def hello() -> dict[str, str]:
 
 async def echo(websocket: WebSocket) -> None:
     """Answer each text frame ``X`` with ``Message text was: X``."""
-    await _serve(
-        websocket,
-        Handshake(
-            endpoint=Endpoint.ECHO,
-            remote=_remote(websocket),
-            subprotocols=tuple(websocket.scope.get("subprotocols", ())),
-            user=websocket.query_params.get("user"),
-        ),
-    )
+    await _serve(websocket, _handshake(websocket, Endpoint.ECHO))
 
 
 async def room(websocket: WebSocket) -> None:
@@ -127,18 +150,14 @@ async def room(websocket: WebSocket) -> None:
     if since_text is not None:
         valid = len(since_text) <= 19 and since_text.isascii() and since_text.isdigit()
         since = int(since_text) if valid else -1
-    await _serve(
+    handshake = _handshake(
         websocket,
-        Handshake(
-            endpoint=Endpoint.ROOM,
-            remote=_remote(websocket),
-            room=room_id,
-            subprotocols=tuple(websocket.scope.get("subprotocols", ())),
-            user=websocket.query_params.get("user"),
-            since=since,
-            epoch=websocket.query_params.get("epoch"),
-        ),
+        Endpoint.ROOM,
+        room=room_id,
+        since=since,
+        epoch=websocket.query_params.get("epoch"),
     )
+    await _serve(websocket, handshake)
 
 
 router.add_websocket_route("/ws", echo)

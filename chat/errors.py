@@ -169,6 +169,24 @@ class PolicyViolation(SessionClosed):
     description = "policy violation"
 
 
+class TokenExpired(SessionClosed):
+    """The session's token expired (plus leeway) without a valid ``refresh``."""
+
+    code = CloseCode.POLICY_VIOLATION
+    reason = "token_expired"
+    bye_reason = "token_expired"
+    description = "token expired"
+
+
+class Flooding(SessionClosed):
+    """The session kept sending over its rate (the flood rule of :mod:`chat.ratelimit`)."""
+
+    code = CloseCode.POLICY_VIOLATION
+    reason = "flooding"
+    bye_reason = "policy"
+    description = "too many messages"
+
+
 class BrokerDown(SessionClosed):
     """A plain-text send while the broker is down (JSON sessions get ``error`` instead)."""
 

@@ -58,6 +58,9 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "chat_messages_out", "Messages sent to clients", value=totals.messages_out
         )
+        yield CounterMetricFamily(
+            "chat_rate_limited", "Client frames dropped over the rate", value=totals.rate_limited
+        )
         yield GaugeMetricFamily(
             "chat_rooms", "Rooms with a member on this node", value=len(node.rooms.counts())
         )

@@ -15,6 +15,7 @@ from typing import Self
 import anyio
 from anyio.abc import TaskGroup
 
+from chat.auth import Authenticator, Identity, TokenError
 from chat.brokers import Broker, open_broker
 from chat.clock import Clock, MonotonicClock, wait_within
 from chat.connection import Connection, Endpoint, Handshake, Transport
@@ -61,6 +62,7 @@ class Node:
             retention=settings.closed_retention, max_closed=settings.closed_max
         )
         self.rooms = Rooms(self.broker)
+        self.auth = Authenticator(settings)
         self.supervisor = Supervisor(self.registry, self.clock, settings.supervisor_tick)
         self.timers = Timers(
             heartbeat_interval=settings.heartbeat_interval,
@@ -123,11 +125,12 @@ class Node:
             node=self.settings.node_id,
             timers=self.timers,
             now=now,
+            host=handshake.host,
         )
         connection = Connection(self, session, transport)
         self.registry.add(connection)
         try:
-            self._admit(handshake, session)
+            connection.identity = self._admit(handshake, connection)
         except Rejection as rejection:
             session.reject(self.clock.now(), rejection.status, rejection.reason)
             self.registry.rejected(connection, rejection.reason)
@@ -141,6 +144,8 @@ class Node:
             self.registry.rejected(connection, "accept_failed")
             raise
         session.accept(self.clock.now())
+        if connection.identity is not None:
+            session.token_deadline = self.token_deadline(connection.identity)
         self.registry.accepted(connection)
         log.debug(
             "session %s accepted: %s, user %s, from %s",
@@ -153,8 +158,19 @@ class Node:
             connection.close(Shutdown(retry_after_ms=self.retry_after_ms()))
         await connection.serve(handshake)
 
-    def _admit(self, handshake: Handshake, session: Session) -> None:
-        """Raise :class:`Rejection` unless this handshake may become a session."""
+    def token_deadline(self, identity: Identity) -> float:
+        """When a session with ``identity`` must be closed, on this node's monotonic clock."""
+        left = identity.expires_at + self.settings.jwt_leeway - self.clock.time()
+        return self.clock.now() + left
+
+    def _admit(self, handshake: Handshake, connection: Connection) -> Identity | None:
+        """The session's identity (None in open mode); raises :class:`Rejection`.
+
+        Checked in order: the request's shape (400), its origin (403), its
+        token (401) and the room it may join (403), then capacity (503, 429).
+        The session then counts against its user's and address's caps.
+        """
+        session = connection.session
         if handshake.endpoint is Endpoint.ROOM and (
             handshake.room is None or not NAME_PATTERN.fullmatch(handshake.room)
         ):
@@ -165,14 +181,38 @@ class Node:
             raise Rejection(
                 400, "bad_epoch", f"epoch must be at most {MAX_EPOCH_LENGTH} characters"
             )
-        if handshake.user is not None:
+        origins = self.settings.origins
+        origin = handshake.origin
+        if origins is not None and origin is not None and origin.lower() not in origins:
+            raise Rejection(403, "bad_origin", "origin not allowed")
+        identity: Identity | None = None
+        if self.auth.enabled:
+            if not handshake.token:
+                raise Rejection(401, "token_missing", "token required")
+            try:
+                identity = self.auth.verify(handshake.token, self.clock.time())
+            except TokenError as error:
+                raise Rejection(401, error.reason, error.detail) from None
+            if handshake.room is not None and not identity.may_join(handshake.room):
+                raise Rejection(403, "room_forbidden", "this room is not allowed by the token")
+            session.user = identity.user
+        elif handshake.user is not None:
             if not NAME_PATTERN.fullmatch(handshake.user):
                 raise Rejection(400, "bad_user", "user must match [A-Za-z0-9_.-]{1,64}")
             session.user = handshake.user
+        settings = self.settings
         if self.draining or not self.running:
             raise Rejection(503, "draining", "the server is shutting down")
-        if len(self.registry) > self.settings.max_sessions:
+        if len(self.registry) > settings.max_sessions:
             raise Rejection(503, "max_sessions", "the server is full, try again later")
+        cap = settings.max_sessions_per_user
+        if cap and self.registry.sessions_of(session.user) >= cap:
+            raise Rejection(429, "max_sessions_per_user", f"at most {cap} sessions per user")
+        cap = settings.max_sessions_per_ip
+        if cap and self.registry.sessions_from(session.host) >= cap:
+            raise Rejection(429, "max_sessions_per_ip", f"at most {cap} sessions per address")
+        self.registry.admit(connection)
+        return identity
 
     async def shutdown(self) -> None:
         """Drain: refuse new handshakes, close every session with ``bye`` and 1001.

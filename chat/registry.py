@@ -48,6 +48,8 @@ class Totals:
 
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    #: Client frames dropped for going over the rate.
+    rate_limited: int = 0
     messages_in: int = 0
     messages_out: int = 0
     closed_by_reason: Counter[str] = field(default_factory=Counter)
@@ -62,6 +64,10 @@ class Registry:
         self._live: dict[str, Live] = {}
         self._closed: OrderedDict[str, Session] = OrderedDict()
         self._emptied: anyio.Event | None = None
+        #: Admitted sessions per user and per client address (for the caps).
+        self._per_user: Counter[str] = Counter()
+        self._per_host: Counter[str] = Counter()
+        self._counted: dict[str, tuple[str, str]] = {}
         self.totals = Totals()
 
     def add(self, live: Live) -> None:
@@ -71,6 +77,21 @@ class Registry:
     def accepted(self, live: Live) -> None:
         """Count a session that reached ``active``."""
         self.totals.accepted += 1
+
+    def sessions_of(self, user: str) -> int:
+        """Admitted sessions of ``user`` that are not closed."""
+        return self._per_user[user]
+
+    def sessions_from(self, host: str) -> int:
+        """Admitted sessions from client address ``host`` that are not closed."""
+        return self._per_host[host]
+
+    def admit(self, live: Live) -> None:
+        """Count an admitted session against its user's and address's caps (until retired)."""
+        session = live.session
+        self._counted[session.id] = (session.user, session.host)
+        self._per_user[session.user] += 1
+        self._per_host[session.host] += 1
 
     def rejected(self, live: Live, reason: str) -> None:
         """Count a refused handshake and retire its (already closed) session."""
@@ -86,6 +107,13 @@ class Registry:
         session = live.session
         if self._live.pop(session.id, None) is None:
             return
+        counted = self._counted.pop(session.id, None)
+        if counted is not None:
+            user, host = counted
+            for counter, key in ((self._per_user, user), (self._per_host, host)):
+                counter[key] -= 1
+                if not counter[key]:
+                    del counter[key]
         if self._max_closed:
             self._closed[session.id] = session
             while len(self._closed) > self._max_closed:

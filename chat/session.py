@@ -84,6 +84,8 @@ class Due(StrEnum):
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     #: Close 4500: no activity for ``CHAT_IDLE_TIMEOUT``.
     IDLE_TIMEOUT = "idle_timeout"
+    #: Close 1008: the session's token expired and was not refreshed.
+    TOKEN_EXPIRED = "token_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class Session:
         "connected_at",
         "heartbeats",
         "history",
+        "host",
         "id",
         "last_activity",
         "messages_in",
@@ -138,6 +141,7 @@ class Session:
         "rooms",
         "state",
         "timers",
+        "token_deadline",
         "user",
     )
 
@@ -151,11 +155,16 @@ class Session:
         node: str,
         timers: Timers,
         now: float,
+        host: str = "",
     ) -> None:
         self.id = id
         self.user = user
         self.protocol = protocol
         self.remote = remote
+        #: The client's address without the port, for per-address caps.
+        self.host = host
+        #: When the session's token expires (monotonic, leeway included); None without one.
+        self.token_deadline: float | None = None
         self.node = node
         self.timers = timers
         #: JSON sessions answer ``ping`` frames; plain-text ones cannot.
@@ -238,7 +247,8 @@ class Session:
     def due(self, now: float) -> Due | None:
         """What the timers want at ``now``, the most pressing first; None when nothing.
 
-        A close wins over going idle, going idle over a ping. Heartbeats apply
+        A close wins over going idle, going idle over a ping; a heartbeat timeout
+        wins over an expired token, that over the idle timeout. Heartbeats apply
         to JSON sessions only; plain-text liveness is left to the server's
         protocol pings.
         """
@@ -246,6 +256,8 @@ class Session:
             return None
         if self._pong_deadline is not None and now >= self._pong_deadline:
             return Due.HEARTBEAT_TIMEOUT
+        if self.token_deadline is not None and now >= self.token_deadline:
+            return Due.TOKEN_EXPIRED
         quiet = now - self.last_activity
         if self.timers.idle_timeout and quiet >= self.timers.idle_timeout:
             return Due.IDLE_TIMEOUT

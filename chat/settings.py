@@ -91,10 +91,46 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// (the only broker of this version)")
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < 32:
+            raise ValueError(
+                "must be at least 32 bytes (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        return value or None
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _pem_key(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # Environment files often carry a PEM on one line with escaped newlines.
+        pem = value.replace("\\n", "\n").strip()
+        from chat.auth import load_public_key  # late: chat.auth needs Settings
+
+        load_public_key(pem)
+        return pem
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for origin in value.split(","):
+            if not re.fullmatch(r"https?://[^/\s]+", origin.strip()):
+                raise ValueError(
+                    f"{origin.strip()!r} is not an origin like https://chat.example.com"
+                )
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> Self:
         if self.idle_timeout and self.idle_timeout <= self.idle_after:
             raise ValueError("CHAT_IDLE_TIMEOUT must be 0 (never) or greater than CHAT_IDLE_AFTER")
+        if self.jwt_secret and self.jwt_public_key:
+            raise ValueError("set CHAT_JWT_SECRET or CHAT_JWT_PUBLIC_KEY, not both")
         if self.history_size >= self.send_queue:
             # A full recovery must fit in the send queue with room to spare.
             raise ValueError("CHAT_SEND_QUEUE must be greater than CHAT_HISTORY_SIZE")
@@ -104,6 +140,13 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         """True when a JWT key is configured (either setting turns auth on)."""
         return bool(self.jwt_secret or self.jwt_public_key)
+
+    @property
+    def origins(self) -> frozenset[str] | None:
+        """The allowed browser origins, lower-cased; None allows any."""
+        if self.allowed_origins is None:
+            return None
+        return frozenset(o.strip().lower() for o in self.allowed_origins.split(",") if o.strip())
 
     @property
     def supervisor_tick(self) -> float:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from chat import __version__
+from chat.auth import TokenError
 from chat.metrics import Metrics
 from chat.node import Node
 from chat.session import Session, SessionState
@@ -27,17 +28,32 @@ def _node(request: Request) -> Node:
 
 
 def require_status_access(request: Request) -> None:
-    """Refuse with 401 unless the status endpoints are open or the bearer token matches."""
-    token = _node(request).settings.status_token
-    if not token:
+    """Refuse with 401 unless access is open or the bearer credentials allow it.
+
+    Open when neither ``CHAT_STATUS_TOKEN`` nor JWT auth is configured. Otherwise
+    ``Authorization: Bearer`` must carry the status token, or a valid JWT whose
+    claims include ``"admin": true``.
+    """
+    node = _node(request)
+    status_token = node.settings.status_token
+    if not status_token and not node.auth.enabled:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(
-            status_code=401,
-            detail="status token required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    if given:
+        if status_token and hmac.compare_digest(given.encode(), status_token.encode()):
+            return
+        if node.auth.enabled:
+            try:
+                if node.auth.verify(given, node.clock.time()).admin:
+                    return
+            except TokenError:
+                pass
+    raise HTTPException(
+        status_code=401,
+        detail="status access needs an admin token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 NodeDep = Annotated[Node, Depends(_node)]
@@ -120,6 +136,7 @@ async def status(node: NodeDep) -> dict[str, Any]:
             "messages_in": totals.messages_in,
             "messages_out": totals.messages_out,
             "closed_by_reason": dict(totals.closed_by_reason),
+            "rate_limited": totals.rate_limited,
         },
     }
 

@@ -28,6 +28,9 @@ def make_settings(**overrides: Any) -> Settings:
         "idle_timeout": 600.0,
         "drain_timeout": 2.0,
         "closed_retention": 300.0,
+        # Generous limits: tests of other behaviour send bursts on a stopped clock.
+        "rate": 1000.0,
+        "burst": 1000,
     }
     values.update(overrides)
     return Settings(**values)

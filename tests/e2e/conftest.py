@@ -10,6 +10,15 @@ from tests.e2e.harness import Server, start_server
 
 StartServer = Callable[..., Server]
 
+#: Every token and secret the suite has used so far: no server may ever print one.
+SECRETS: set[str] = set()
+
+
+def keep_secret(value: str) -> str:
+    """Remember ``value`` as a secret that must never appear in server output."""
+    SECRETS.add(value)
+    return value
+
 
 @contextmanager
 def server_pool(log_dir: Path) -> Iterator[StartServer]:
@@ -17,6 +26,9 @@ def server_pool(log_dir: Path) -> Iterator[StartServer]:
     servers: list[Server] = []
 
     def _start(env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> Server:
+        for name, value in (env or {}).items():
+            if name in {"CHAT_JWT_SECRET", "CHAT_STATUS_TOKEN"}:
+                keep_secret(value)
         server = start_server(log_dir, env, args)
         servers.append(server)
         return server
@@ -27,8 +39,12 @@ def server_pool(log_dir: Path) -> Iterator[StartServer]:
         for server in servers:
             server.stop()
     for server in servers:
+        log = server.log()
         # A normal disconnect is not an error: no test may leave a traceback behind.
-        assert "Traceback" not in server.log(), server.log()
+        assert "Traceback" not in log, log
+        # No token or secret used anywhere in the suite may reach any output.
+        leaked = [secret[:12] + "..." for secret in SECRETS if secret in log]
+        assert not leaked, f"secrets in the server output: {leaked}"
 
 
 @pytest.fixture

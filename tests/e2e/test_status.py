@@ -79,6 +79,7 @@ async def test_status_summarises_the_node(server: Server) -> None:
         "messages_in",
         "messages_out",
         "closed_by_reason",
+        "rate_limited",
     }
     assert totals["accepted"] >= 3
     assert totals["messages_in"] >= 1

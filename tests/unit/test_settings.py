@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from chat.settings import Settings, SettingsError, load_settings
@@ -54,9 +56,49 @@ def test_auth_is_off_by_default() -> None:
     assert load_settings({}).auth_enabled is False
 
 
+def public_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
 @pytest.mark.parametrize("variable", ["CHAT_JWT_SECRET", "CHAT_JWT_PUBLIC_KEY"])
 def test_either_jwt_key_turns_auth_on(variable: str) -> None:
-    assert load_settings({variable: "key"}).auth_enabled is True
+    value = public_pem() if variable == "CHAT_JWT_PUBLIC_KEY" else "k" * 32
+    assert load_settings({variable: value}).auth_enabled is True
+
+
+def test_a_public_key_given_on_one_line_with_escaped_newlines_is_read() -> None:
+    pem = public_pem()
+    settings = load_settings({"CHAT_JWT_PUBLIC_KEY": pem.replace("\n", "\\n")})
+    assert settings.jwt_public_key == pem.strip()
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"CHAT_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----garbage"}, "CHAT_JWT_PUBLIC_KEY"),
+        ({"CHAT_ALLOWED_ORIGINS": "chat.example.com"}, "CHAT_ALLOWED_ORIGINS"),
+        ({"CHAT_ALLOWED_ORIGINS": "https://a.example/path"}, "CHAT_ALLOWED_ORIGINS"),
+    ],
+)
+def test_bad_auth_settings_are_refused_naming_them(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(environ)
+
+
+def test_both_jwt_keys_at_once_are_refused() -> None:
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings({"CHAT_JWT_SECRET": "s" * 32, "CHAT_JWT_PUBLIC_KEY": public_pem()})
+
+
+def test_allowed_origins_are_a_lower_cased_set() -> None:
+    settings = load_settings({"CHAT_ALLOWED_ORIGINS": "https://Chat.Example.com, http://x:8080"})
+    assert settings.origins == frozenset({"https://chat.example.com", "http://x:8080"})
+    assert load_settings({}).origins is None
 
 
 @pytest.mark.parametrize(
@@ -84,7 +126,7 @@ def test_either_jwt_key_turns_auth_on(variable: str) -> None:
         ("CHAT_WS_COMPRESSION", "false", "ws_compression", False),
         ("CHAT_HISTORY_SIZE", "0", "history_size", 0),
         ("CHAT_HISTORY_TTL", "60", "history_ttl", 60.0),
-        ("CHAT_JWT_SECRET", "hs256-secret", "jwt_secret", "hs256-secret"),
+        ("CHAT_JWT_SECRET", "hs256-secret-" + "x" * 32, "jwt_secret", "hs256-secret-" + "x" * 32),
         ("CHAT_JWT_AUDIENCE", "chat", "jwt_audience", "chat"),
         ("CHAT_JWT_ISSUER", "https://issuer", "jwt_issuer", "https://issuer"),
         ("CHAT_JWT_LEEWAY", "0", "jwt_leeway", 0.0),
@@ -250,8 +292,7 @@ def test_env_file_that_is_not_utf8_is_rejected_naming_the_variable(tmp_path: Pat
 # -- secrets, immutability, derived values -------------------------------------------
 
 SECRETS = [
-    ("CHAT_JWT_SECRET", "hs256-Sup3rSecret"),
-    ("CHAT_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----Sup3rSecret"),
+    ("CHAT_JWT_SECRET", "hs256-Sup3rSecret-long-enough-for-hs256"),
     ("CHAT_STATUS_TOKEN", "status-Sup3rSecret"),
 ]
 

@@ -1,0 +1,183 @@
+"""JWT authentication and room authorization. Pure: time comes in as ``now``.
+
+The algorithm is fixed by the configuration, never taken from the token:
+HS256 with ``CHAT_JWT_SECRET``, or RS256/ES256 (by the key's type) with
+``CHAT_JWT_PUBLIC_KEY``. ``sub`` and ``exp`` are required; ``nbf``, ``aud``
+and ``iss`` are checked; ``exp`` and ``nbf`` allow ``CHAT_JWT_LEEWAY`` seconds
+of clock skew. Time checks use the injected clock, not the machine's.
+
+Nothing here ever puts a token, or a part of one, in an error message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from chat.settings import Settings
+
+#: Longest ``sub`` accepted as a user name.
+MAX_USER_LENGTH = 128
+#: A ``rooms`` claim pattern: room characters and ``*``.
+_PATTERN = re.compile(r"[A-Za-z0-9_.\-*]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class TokenError(Exception):
+    """A token was refused. ``reason`` is a short stable key; the message is safe to show."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified token speaks for."""
+
+    user: str
+    #: Room patterns (``*`` wildcard) the user may join; None means any room.
+    rooms: tuple[str, ...] | None
+    admin: bool
+    #: The token's ``exp`` (Unix seconds).
+    expires_at: float
+
+    def may_join(self, room: str) -> bool:
+        """Whether ``room`` matches the token's ``rooms`` claim (any room without one)."""
+        if self.rooms is None:
+            return True
+        return any(_compile(pattern).fullmatch(room) for pattern in self.rooms)
+
+
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    found = _compiled.get(pattern)
+    if found is None:
+        regex = re.escape(pattern).replace(r"\*", "[A-Za-z0-9_.-]*")
+        found = _compiled[pattern] = re.compile(regex)
+        if len(_compiled) > 10_000:
+            _compiled.clear()
+    return found
+
+
+class Authenticator:
+    """Verifies tokens against the configured key; :attr:`enabled` is False in open mode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway
+        self._key: Any = None
+        self._algorithms: list[str] = []
+        if settings.jwt_secret:
+            self._key = settings.jwt_secret
+            self._algorithms = ["HS256"]
+        elif settings.jwt_public_key:
+            self._key, algorithm = load_public_key(settings.jwt_public_key)
+            self._algorithms = [algorithm]
+
+    @property
+    def enabled(self) -> bool:
+        """True when a key is configured: every session needs a valid token."""
+        return bool(self._algorithms)
+
+    @property
+    def algorithm(self) -> str | None:
+        """The one algorithm tokens must use (None in open mode)."""
+        return self._algorithms[0] if self._algorithms else None
+
+    def verify(self, token: str, now: float) -> Identity:
+        """The identity of a valid ``token`` at ``now`` (Unix seconds).
+
+        Raises :class:`TokenError`.
+        """
+        if not self.enabled:
+            raise TokenError("auth_off", "token authentication is not configured")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options={
+                    "require": ["sub", "exp"],
+                    # exp, nbf and iat are checked below against the injected clock.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": self._audience is not None,
+                    "verify_iss": self._issuer is not None,
+                },
+            )
+        except jwt.MissingRequiredClaimError as error:
+            raise TokenError("invalid_token", f"token has no {error.claim} claim") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("invalid_token", "token audience does not match") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("invalid_token", "token issuer does not match") from None
+        except jwt.InvalidTokenError:
+            raise TokenError("invalid_token", "invalid token") from None
+        return self._identity(claims, now)
+
+    def _identity(self, claims: dict[str, Any], now: float) -> Identity:
+        exp = claims["exp"]
+        if not _is_number(exp):
+            raise TokenError("invalid_token", "token exp must be a number")
+        if now > exp + self._leeway:
+            raise TokenError("token_expired", "token expired")
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not _is_number(nbf):
+                raise TokenError("invalid_token", "token nbf must be a number")
+            if now < nbf - self._leeway:
+                raise TokenError("token_not_yet_valid", "token not valid yet")
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER_LENGTH or _CONTROL.search(sub):
+            raise TokenError(
+                "invalid_token", f"token sub must be 1 to {MAX_USER_LENGTH} characters"
+            )
+        rooms = claims.get("rooms")
+        if rooms is not None and (
+            not isinstance(rooms, list)
+            or len(rooms) > 256
+            or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in rooms)
+        ):
+            raise TokenError("invalid_token", "token rooms must be a list of room patterns")
+        admin = claims.get("admin", False)
+        if not isinstance(admin, bool):
+            raise TokenError("invalid_token", "token admin must be true or false")
+        return Identity(
+            user=sub,
+            rooms=None if rooms is None else tuple(rooms),
+            admin=admin,
+            expires_at=float(exp),
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def load_public_key(pem: str) -> tuple[Any, str]:
+    """The key object and its algorithm (RS256 for RSA, ES256 for EC P-256).
+
+    Raises :class:`ValueError` for anything else.
+    """
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as error:
+        raise ValueError("not a PEM public key") from error
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        return key, "ES256"
+    raise ValueError("only RSA and EC P-256 public keys are supported")
