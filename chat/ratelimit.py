@@ -2,8 +2,12 @@
 
 Each client frame (but ``pong``, which the server asked for) takes a token;
 tokens come back at ``rate`` per second up to ``burst``. A frame without a
-token is refused. The flood rule: a session with more than ``burst`` frames
-refused within :data:`FLOOD_WINDOW` seconds is abusive and is closed (1008).
+token is refused. The flood rule: refused frames are counted, and the count
+drains at ``burst`` per :data:`FLOOD_WINDOW` seconds; when it passes
+``burst`` the session is abusive and is closed (1008). So more than ``burst``
+refusals in a burst, or a sustained excess over the rate of more than
+``burst / FLOOD_WINDOW`` frames per second, ends the session; an occasional
+refusal never does.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ class RateLimiter:
 
     def check(self, now: float) -> Verdict:
         """Take a token for one frame at ``now``."""
-        elapsed = max(0.0, now - self._updated)
+        now = max(now, self._updated)  # a clock that steps back mints nothing
+        elapsed = now - self._updated
         self._updated = now
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
         if self._tokens >= 1.0:

@@ -58,6 +58,9 @@ class Harness:
         protocol: str | None = "chat.v1",
         user: str | None = None,
         since: int | None = None,
+        token: str | None = None,
+        origin: str | None = None,
+        host: str = "127.0.0.1",
         endpoint: Endpoint = Endpoint.ROOM,
         transport: FakeTransport | None = None,
     ) -> tuple[FakeTransport, Session]:
@@ -70,6 +73,9 @@ class Harness:
             subprotocols=(protocol,) if protocol else (),
             user=user,
             since=since,
+            token=token,
+            origin=origin,
+            host=host,
         )
         self.group.start_soon(self.node.handle, handshake, transport)
         await settle()
