@@ -48,8 +48,10 @@ def create_app(
         title="chat",
         version=__version__,
         lifespan=lifespan,
+        # No generated API docs: nothing a chat client needs, one more open endpoint.
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.node = node
     app.state.metrics = Metrics(node)

@@ -64,6 +64,7 @@ from chat.protocol import (
     decode_client_frame,
     encode,
     error_frame,
+    peek_id,
 )
 from chat.ratelimit import RateLimiter, Verdict
 from chat.sendqueue import QueueClosed, SendQueue
@@ -433,27 +434,28 @@ class Connection:
     # -- client frames -----------------------------------------------------------
 
     async def _on_echo(self, text: str) -> None:
-        self.session.touch(self._node.clock.now())
-        if self._within_rate(None):
+        if self._within_rate():
+            self.session.touch(self._node.clock.now())
             self.send(f"Message text was: {text}")
 
     async def _on_room_text(self, text: str) -> None:
         session = self.session
         clock = self._node.clock
-        session.touch(clock.now())
-        if not self._within_rate(None):
+        if not self._within_rate():
             return
+        session.touch(clock.now())
         room = session.rooms[0]
         try:
             await self._node.broker.publish(Draft(room, session.user, text, None, clock.time()))
         except BrokerUnavailable:
             self.close(BrokerDown(retry_after_ms=self._node.retry_after_ms()))
 
-    def _within_rate(self, frame_id: FrameId) -> bool:
-        """Take a token for one client frame; False when it must be dropped.
+    def _within_rate(self, raw: str | None = None) -> bool:
+        """Take a token for one client frame, before it is even parsed.
 
-        Over the rate, JSON sessions get ``error`` ``rate_limited`` (plain text:
-        dropped and counted); a flood closes the session with 1008.
+        False when it must be dropped: over the rate, JSON sessions get
+        ``error`` ``rate_limited`` (plain text: dropped and counted); a flood
+        closes the session with 1008.
         """
         verdict = self._limiter.check(self._node.clock.now())
         if verdict is Verdict.ALLOW:
@@ -462,25 +464,25 @@ class Connection:
         if verdict is Verdict.ABUSE:
             self.close(Flooding())
         elif self.session.protocol is not Subprotocol.TEXT:
-            self.send(error_frame(FrameError(ErrorCode.RATE_LIMITED, RATE_DETAIL, frame_id)))
+            error = FrameError(ErrorCode.RATE_LIMITED, RATE_DETAIL, peek_id(raw or ""))
+            self.send(error_frame(error))
         return False
 
     async def _on_json(self, raw: str) -> None:
+        if not self._within_rate(raw):
+            return
         now = self._node.clock.now()
         try:
             frame = decode_client_frame(raw)
         except FrameError as error:
             self.session.touch(now)
-            if self._within_rate(error.frame_id):
-                self.send(error_frame(error))
+            self.send(error_frame(error))
             return
         if isinstance(frame, Pong):
-            # Heartbeats are the server's own request: never rate limited.
+            # A pong the server asked for is free; an unsolicited one is not.
+            if self.session.awaiting_pong:
+                self._limiter.refund()
             self.session.pong_received(now)
-            return
-        if not self._within_rate(frame.id):
-            if not isinstance(frame, Ping):
-                self.session.touch(now)
             return
         if isinstance(frame, Ping):
             self.send(PONG)
@@ -525,6 +527,11 @@ class Connection:
             )
         self.identity = identity
         self.session.token_deadline = node.token_deadline(identity)
+        # The new token's rooms apply at once: rooms it no longer allows are left.
+        for room in [r for r in self.session.rooms if not identity.may_join(r)]:
+            self.session.rooms.remove(room)
+            self._leave_room(room)
+            self.send(encode(Left(room=room)))
 
     async def _publish(self, frame: Send) -> None:
         session = self.session

@@ -131,7 +131,11 @@ class Node:
         self.registry.add(connection)
         try:
             connection.identity = self._admit(handshake, connection)
-        except Rejection as rejection:
+        except Exception as error:
+            rejection = error if isinstance(error, Rejection) else None
+            if rejection is None:
+                log.exception("session %s: admitting the handshake failed", session.id)
+                rejection = Rejection(500, "internal_error", "internal error")
             session.reject(self.clock.now(), rejection.status, rejection.reason)
             self.registry.rejected(connection, rejection.reason)
             await transport.reject(rejection.status, rejection.detail)

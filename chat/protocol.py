@@ -213,6 +213,20 @@ def decode_client_frame(raw: str | bytes) -> ClientFrame:
     return parser(data, frame_id)
 
 
+def peek_id(raw: str) -> FrameId:
+    """The ``id`` of a small client frame without validating the rest; None otherwise.
+
+    For answering a frame that is refused before it is parsed (rate limit).
+    """
+    if len(raw) > 1024:
+        return None
+    try:
+        data = orjson.loads(raw)
+        return _frame_id(data) if isinstance(data, dict) else None
+    except (orjson.JSONDecodeError, FrameError):
+        return None
+
+
 # -- server to client ---------------------------------------------------------
 
 

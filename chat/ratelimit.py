@@ -1,6 +1,7 @@
 """Inbound rate limiting per session: a token bucket, and the rule for floods. Pure.
 
-Each client frame (but ``pong``, which the server asked for) takes a token;
+Each client frame takes a token before it is parsed (a ``pong`` the server
+asked for gets it back);
 tokens come back at ``rate`` per second up to ``burst``. A frame without a
 token is refused. The flood rule: refused frames are counted, and the count
 drains at ``burst`` per :data:`FLOOD_WINDOW` seconds; when it passes
@@ -56,3 +57,7 @@ class RateLimiter:
         self._refused_at = now
         self._refused = max(0.0, self._refused - decay) + 1.0
         return Verdict.ABUSE if self._refused > self._burst else Verdict.REFUSE
+
+    def refund(self) -> None:
+        """Give back the token of a frame that turned out to be free (a requested pong)."""
+        self._tokens = min(float(self._burst), self._tokens + 1.0)

@@ -227,6 +227,11 @@ class Session:
         self._pong_deadline = now + self.timers.heartbeat_timeout
         self._next_ping_at = now + self.timers.heartbeat_interval
 
+    @property
+    def awaiting_pong(self) -> bool:
+        """A heartbeat ``ping`` is out and its ``pong`` not back yet."""
+        return self._pong_deadline is not None
+
     def pong_received(self, now: float) -> None:
         """The client answered: the heartbeat deadline is lifted (not activity)."""
         self._pong_deadline = None

@@ -101,11 +101,21 @@ class Settings(BaseSettings):
             )
         return value or None
 
+    @field_validator("status_token")
+    @classmethod
+    def _long_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     @field_validator("jwt_public_key")
     @classmethod
     def _pem_key(cls, value: str | None) -> str | None:
-        if not value:
+        if value is None:
             return None
+        if not value.strip():
+            # Set but empty (a deploy that failed to inject it) must not mean open mode.
+            raise ValueError("is set but empty")
         # Environment files often carry a PEM on one line with escaped newlines.
         pem = value.replace("\\n", "\n").strip()
         from chat.auth import load_public_key  # late: chat.auth needs Settings
@@ -119,7 +129,7 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         for origin in value.split(","):
-            if not re.fullmatch(r"https?://[^/\s]+", origin.strip()):
+            if not re.fullmatch(r"https?://[^/\s*]+", origin.strip()):
                 raise ValueError(
                     f"{origin.strip()!r} is not an origin like https://chat.example.com"
                 )

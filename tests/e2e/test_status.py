@@ -165,16 +165,16 @@ async def test_metrics_count_sessions_messages_and_closes(server: Server) -> Non
 
 
 def test_a_status_token_guards_status_and_metrics_but_not_health(start: StartServer) -> None:
-    server = start({"CHAT_STATUS_TOKEN": "s3cret-token"})
+    server = start({"CHAT_STATUS_TOKEN": "s3cret-status-token-0123"})
     for path in ["/status", "/status/sessions", "/status/sessions/x", "/metrics"]:
         refused = server.get(path)
         assert refused.status_code == 401, path
-        assert "s3cret-token" not in refused.text
+        assert "s3cret-status-token-0123" not in refused.text
         wrong = server.get(path, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401, path
-    allowed = server.get("/status", headers={"Authorization": "Bearer s3cret-token"})
+    allowed = server.get("/status", headers={"Authorization": "Bearer s3cret-status-token-0123"})
     assert allowed.status_code == 200
     assert server.get("/healthz").status_code == 200
     assert server.get("/readyz").status_code == 200
     assert httpx.get(server.http("/"), timeout=5).status_code == 200
-    assert "s3cret-token" not in server.log()
+    assert "s3cret-status-token-0123" not in server.log()

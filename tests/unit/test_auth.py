@@ -201,9 +201,9 @@ def test_load_public_key_refuses_anything_but_rsa_and_ec_p256(pem: str) -> None:
         ),
         pytest.param(
             HS,
-            hs256(claims(aud="somewhere-else", iss="someone-else")),
+            hs256(claims(iss="someone-else")),
             Identity(user="alice", rooms=None, admin=False, expires_at=NOW + 60),
-            id="aud-iss-unchecked-when-not-configured",
+            id="iss-unchecked-when-not-configured",
         ),
         pytest.param(
             HS_AUD_ISS,
@@ -272,6 +272,13 @@ REFUSALS = [
     Refusal("alg-none-on-hs256", HS, unsigned_token(claims()), "invalid_token"),
     Refusal("alg-none-on-rs256", RS, unsigned_token(claims()), "invalid_token"),
     Refusal("other-secret", HS, hs256(claims(), OTHER_SECRET), "invalid_token"),
+    # No audience configured: a token meant for another service is not ours.
+    Refusal("aud-when-none-configured", HS, hs256(claims(aud="billing")), "invalid_token"),
+    Refusal("rooms-null", HS, hs256(claims(rooms=None)), "invalid_token"),
+    Refusal("exp-huge-int", HS, hs256(claims(exp=10**400)), "invalid_token"),
+    Refusal("nbf-huge-int", HS, hs256(claims(nbf=10**400)), "invalid_token"),
+    Refusal("sub-with-space", HS, hs256(claims(sub="alice smith")), "invalid_token"),
+    Refusal("sub-line-separator", HS, hs256(claims(sub="a\u2028b")), "invalid_token"),
     Refusal(
         "tampered-payload",
         HS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jwt
@@ -107,11 +108,24 @@ async def test_json_frames_over_the_rate_get_rate_limited_then_the_flooder_is_cl
         assert h.node.registry.totals.rate_limited == 5
 
 
-async def test_the_bucket_refills_at_the_rate_and_pongs_are_free() -> None:
+async def test_a_requested_pong_is_free_and_an_unsolicited_one_is_not() -> None:
+    async with running(rate=1, burst=2, heartbeat_interval=10, heartbeat_timeout=5) as h:
+        client, _ = await h.connect()
+        await h.advance(10.5)
+        assert len(client.of_type("ping")) == 1
+        client.send_json({"type": "pong"})  # asked for: free
+        client.send_json({"type": "send", "room": "lobby", "text": "a"})
+        client.send_json({"type": "send", "room": "lobby", "text": "b"})
+        client.send_json({"type": "pong"})  # not asked for: costs like any frame
+        await settle()
+        assert [m["text"] for m in client.of_type("message")] == ["a", "b"]
+        assert [e["code"] for e in client.of_type("error")] == ["rate_limited"]
+        assert h.node.registry.totals.rate_limited == 1
+
+
+async def test_the_bucket_refills_at_the_rate() -> None:
     async with running(rate=2, burst=2) as h:
         client, _ = await h.connect()
-        for _ in range(10):
-            client.send_json({"type": "pong"})
         client.send_json({"type": "send", "room": "lobby", "text": "a"})
         client.send_json({"type": "send", "room": "lobby", "text": "b"})
         client.send_json({"type": "send", "room": "lobby", "text": "c"})
@@ -155,3 +169,46 @@ async def test_caps_per_user_and_per_address_answer_429_and_count_only_live_sess
             "max_sessions_per_user": 1,
             "max_sessions_per_ip": 1,
         }
+
+
+async def test_a_flood_of_unsolicited_pongs_is_closed_like_any_flood() -> None:
+    async with running(rate=2, burst=4) as h:
+        client, session = await h.connect()
+        for _ in range(100):
+            client.send_json({"type": "pong", "pad": list(range(100))})
+        await settle()
+        assert client.closed == (1008, "too many messages")
+        assert session.close_reason == "flooding"
+
+
+async def test_a_refresh_with_fewer_rooms_leaves_the_rooms_no_longer_allowed() -> None:
+    clock = FakeClock()
+    async with running(clock=clock, jwt_secret=SECRET) as h:
+        client, session = await h.connect(token=token(clock, rooms=["lobby", "games"]))
+        client.send_json({"type": "join", "room": "games"})
+        client.send_json({"type": "refresh", "token": token(clock, rooms=["games"])})
+        client.send_json({"type": "send", "room": "lobby", "text": "x", "id": "s"})
+        await settle()
+        assert client.of_type("left") == [{"type": "left", "room": "lobby"}]
+        assert session.rooms == ["games"]
+        error = client.of_type("error")[-1]
+        assert (error["code"], error["id"]) == ("not_joined", "s")
+
+
+async def test_a_handshake_that_breaks_admission_is_refused_500_and_forgotten(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running() as h:
+
+        def broken(room: str) -> None:
+            raise OverflowError("boom")
+
+        monkeypatch.setattr(h.node.settings.__class__, "origins", property(broken))
+        with caplog.at_level(logging.ERROR, logger="chat"):
+            client, session = await h.connect()
+        assert client.rejected == (500, "internal error")
+        assert len(h.node.registry) == 0
+        assert session.close_reason == "internal_error"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        assert session.id in errors[0].getMessage()

@@ -131,7 +131,7 @@ def test_allowed_origins_are_a_lower_cased_set() -> None:
         ("CHAT_JWT_ISSUER", "https://issuer", "jwt_issuer", "https://issuer"),
         ("CHAT_JWT_LEEWAY", "0", "jwt_leeway", 0.0),
         ("CHAT_ALLOWED_ORIGINS", "https://a,https://b", "allowed_origins", "https://a,https://b"),
-        ("CHAT_STATUS_TOKEN", "status-token", "status_token", "status-token"),
+        ("CHAT_STATUS_TOKEN", "status-token-0123456", "status_token", "status-token-0123456"),
     ],
 )
 def test_chat_variable_is_parsed(variable: str, raw: str, name: str, expected: object) -> None:
@@ -376,3 +376,16 @@ def test_a_send_queue_that_cannot_hold_a_full_recovery_is_refused(history: str, 
         SettingsError, match="CHAT_SEND_QUEUE must be greater than CHAT_HISTORY_SIZE"
     ):
         load_settings({"CHAT_HISTORY_SIZE": history, "CHAT_SEND_QUEUE": queue})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CHAT_STATUS_TOKEN", "short"),
+        ("CHAT_JWT_PUBLIC_KEY", "   "),
+        ("CHAT_ALLOWED_ORIGINS", "https://*.example.com"),
+    ],
+)
+def test_weak_or_empty_security_settings_are_refused(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({variable: value})
