@@ -25,7 +25,7 @@ import anyio
 
 from chat.auth import Identity, TokenError
 from chat.brokers import BrokerUnavailable, Draft, Publication
-from chat.envelope import encode_message
+from chat.envelope import PresenceChange, encode_message
 from chat.errors import (
     BinaryFrame,
     BrokerDown,
@@ -197,6 +197,10 @@ class Connection:
         self._left: dict[str, tuple[str, int]] = {}
 
     # -- what the registry and the rooms see ------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.session.id
 
     @property
     def user(self) -> str:
@@ -567,7 +571,8 @@ class Connection:
             if json:
                 current = self._epochs.get(room, "")
                 same_run = epoch is None or epoch == current
-                self._send_joined(room, at, current, since == at and same_run)
+                users = await node.broker.presence_users(room)
+                self._send_joined(room, at, current, since == at and same_run, users)
             return
         if len(session.rooms) >= node.settings.max_rooms_per_session:
             raise FrameError(
@@ -583,6 +588,12 @@ class Connection:
             await node.rooms.join(room, self)
             try:
                 recovery = await node.broker.recover(room, since if json else None, epoch)
+                if self._closing is not None:
+                    # Closed while joining: no presence, nothing more to send.
+                    node.rooms.leave(room, self)
+                    session.rooms.remove(room)
+                    return
+                first, users = await node.broker.presence_enter(room, session.user)
             except BaseException:
                 node.rooms.leave(room, self)
                 raise
@@ -591,29 +602,33 @@ class Connection:
             raise
         finally:
             del self._held[room]
-        if self._closing is not None:
-            return  # closed while joining: no presence, nothing more to send
+        node.rooms.enter(room, self)
         self._epochs[room] = recovery.epoch
         # Messages this connection had before it left the room are not sent twice.
         floor = self._left.pop(room, (None, 0))
         sent_before = floor[1] if floor[0] == recovery.epoch else 0
         self._room_seq[room] = max(recovery.latest, sent_before)
-        first = node.rooms.enter(room, self)
         if json:
             replay = [p for p in recovery.publications if p.seq > sent_before]
             # A replay must fit in the send queue, or the client is told to refetch.
             fits = len(replay) + 2 <= node.settings.send_queue - len(self.queue)
-            self._send_joined(room, recovery.latest, recovery.epoch, recovery.complete and fits)
+            recovered = recovery.complete and fits
+            self._send_joined(room, recovery.latest, recovery.epoch, recovered, users)
             if recovery.complete and fits:
                 for publication in replay:
                     self.send(encode_message(publication))
         for publication, frame in held:
             self.deliver(publication, frame)
         if first:
-            node.rooms.announce(room, "join", session.user, exclude=self)
+            try:
+                await node.broker.announce(PresenceChange(room, "join", session.user, session.id))
+            except BrokerUnavailable:
+                log.warning("session %s: presence join in %s not announced", session.id, room)
 
-    def _send_joined(self, room: str, seq: int, epoch: str, recovered: bool) -> None:
-        members = tuple(MemberInfo(user) for user in self._node.rooms.users(room))
+    def _send_joined(
+        self, room: str, seq: int, epoch: str, recovered: bool, users: list[str]
+    ) -> None:
+        members = tuple(MemberInfo(user) for user in users)
         joined = Joined(room=room, seq=seq, epoch=epoch, recovered=recovered, members=members)
         self.send(encode(joined))
 
@@ -625,16 +640,14 @@ class Connection:
         self.send(encode(Left(room=frame.room)))
 
     def _leave_room(self, room: str) -> None:
-        """Leave ``room`` now; announce it when this was the user's last session there."""
+        """Leave ``room`` now (presence is released, and announced, in the background)."""
         epoch = self._epochs.pop(room, None)
         seq = self._room_seq.pop(room, 0)
         if epoch is not None:
             self._left[room] = (epoch, seq)
             while len(self._left) > self._node.settings.max_rooms_per_session:
                 del self._left[next(iter(self._left))]
-        rooms = self._node.rooms
-        if rooms.leave(room, self):
-            rooms.announce(room, "leave", self.session.user, exclude=self)
+        self._node.rooms.leave(room, self)
 
 
 #: A ``chat.v1.batch`` frame carries at most this many characters (one larger object goes alone).

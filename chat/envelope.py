@@ -1,8 +1,9 @@
-"""The values brokers carry: a message to publish, a published one, a recovery. Pure."""
+"""The values brokers carry: messages, recoveries, presence changes, node views. Pure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from chat.protocol import FrameId, Message, encode
 
@@ -59,3 +60,36 @@ def encode_message(publication: Publication) -> str:
             ts=publication.ts,
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """A user's first session entered a room (``join``) or its last one left (``leave``).
+
+    ``origin`` is the session that caused it, on its node: that session is not told.
+    """
+
+    room: str
+    event: Literal["join", "leave"]
+    user: str
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A live node of the cluster as every node sees it."""
+
+    node: str
+    sessions: int
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What this node holds, for the cluster view and for re-asserting it after an outage."""
+
+    sessions: int
+    #: ``{(room, user): sessions present}`` on this node.
+    presence: dict[tuple[str, str], int]
+    #: ``{user: sessions admitted}`` on this node.
+    claims: dict[str, int]

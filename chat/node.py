@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+from collections import Counter
 from types import TracebackType
 from typing import Self
 
@@ -16,9 +17,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from chat.auth import Authenticator, Identity, TokenError
-from chat.brokers import Broker, open_broker
+from chat.brokers import Broker, BrokerUnavailable, open_broker
 from chat.clock import Clock, MonotonicClock, wait_within
 from chat.connection import Connection, Endpoint, Handshake, Transport
+from chat.envelope import NodeState
 from chat.errors import Rejection, Shutdown
 from chat.protocol import MAX_EPOCH_LENGTH, Subprotocol
 from chat.registry import Registry
@@ -63,6 +65,8 @@ class Node:
         )
         self.rooms = Rooms(self.broker)
         self.auth = Authenticator(settings)
+        #: Sessions this node has counted against each user's cap (see the broker).
+        self.claims: Counter[str] = Counter()
         self.supervisor = Supervisor(self.registry, self.clock, settings.supervisor_tick)
         self.timers = Timers(
             heartbeat_interval=settings.heartbeat_interval,
@@ -100,7 +104,15 @@ class Node:
         return await self._group.__aexit__(exc_type, exc, traceback)
 
     async def _run_broker(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        await self.broker.run(self.rooms.dispatch, task_status=task_status)
+        await self.broker.run(self.rooms.dispatch, self.snapshot, task_status=task_status)
+
+    def snapshot(self) -> NodeState:
+        """What this node holds: sessions, presence and claims (for the broker)."""
+        return NodeState(
+            sessions=len(self.registry),
+            presence=dict(self.rooms.presence()),
+            claims=dict(self.claims),
+        )
 
     @property
     def ready(self) -> bool:
@@ -129,17 +141,50 @@ class Node:
         )
         connection = Connection(self, session, transport)
         self.registry.add(connection)
+        claimed = False
         try:
-            connection.identity = self._admit(handshake, connection)
-        except Exception as error:
-            rejection = error if isinstance(error, Rejection) else None
-            if rejection is None:
-                log.exception("session %s: admitting the handshake failed", session.id)
-                rejection = Rejection(500, "internal_error", "internal error")
-            session.reject(self.clock.now(), rejection.status, rejection.reason)
-            self.registry.rejected(connection, rejection.reason)
-            await transport.reject(rejection.status, rejection.detail)
-            return
+            try:
+                connection.identity = self._admit(handshake, connection)
+                claimed = await self._claim(session.user)
+            except Exception as error:
+                rejection = error if isinstance(error, Rejection) else None
+                if rejection is None:
+                    log.exception("session %s: admitting the handshake failed", session.id)
+                    rejection = Rejection(500, "internal_error", "internal error")
+                session.reject(self.clock.now(), rejection.status, rejection.reason)
+                self.registry.rejected(connection, rejection.reason)
+                await transport.reject(rejection.status, rejection.detail)
+                return
+            await self._run(handshake, connection)
+        finally:
+            if claimed:
+                with anyio.CancelScope(shield=True):
+                    await self._release(session)
+
+    async def _claim(self, user: str) -> bool:
+        """Count a session against ``user``'s cluster-wide cap; raises :class:`Rejection`."""
+        cap = self.settings.max_sessions_per_user
+        try:
+            if not await self.broker.claim_session(user, cap):
+                raise Rejection(429, "max_sessions_per_user", f"at most {cap} sessions per user")
+        except BrokerUnavailable:
+            raise Rejection(503, "broker_unavailable", "unavailable, try again later") from None
+        self.claims[user] += 1
+        return True
+
+    async def _release(self, session: Session) -> None:
+        self.claims[session.user] -= 1
+        if not self.claims[session.user]:
+            del self.claims[session.user]
+        try:
+            await self.broker.release_session(session.user)
+        except BrokerUnavailable:
+            log.warning("session %s: its user's session count was not released", session.id)
+
+    async def _run(self, handshake: Handshake, connection: Connection) -> None:
+        """Accept an admitted handshake and serve the session until it ends."""
+        session = connection.session
+        transport = connection.transport
         try:
             protocol = session.protocol
             await transport.accept(None if protocol is Subprotocol.TEXT else protocol.value)
@@ -207,11 +252,10 @@ class Node:
         settings = self.settings
         if self.draining or not self.running:
             raise Rejection(503, "draining", "the server is shutting down")
+        if not self.broker.healthy:
+            raise Rejection(503, "broker_unavailable", "unavailable, try again later")
         if len(self.registry) > settings.max_sessions:
             raise Rejection(503, "max_sessions", "the server is full, try again later")
-        cap = settings.max_sessions_per_user
-        if cap and self.registry.sessions_of(session.user) >= cap:
-            raise Rejection(429, "max_sessions_per_user", f"at most {cap} sessions per user")
         cap = settings.max_sessions_per_ip
         if cap and self.registry.sessions_from(session.host) >= cap:
             raise Rejection(429, "max_sessions_per_ip", f"at most {cap} sessions per address")

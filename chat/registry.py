@@ -64,10 +64,9 @@ class Registry:
         self._live: dict[str, Live] = {}
         self._closed: OrderedDict[str, Session] = OrderedDict()
         self._emptied: anyio.Event | None = None
-        #: Admitted sessions per user and per client address (for the caps).
-        self._per_user: Counter[str] = Counter()
+        #: Admitted sessions per client address (for the cap).
         self._per_host: Counter[str] = Counter()
-        self._counted: dict[str, tuple[str, str]] = {}
+        self._counted: dict[str, str] = {}
         self.totals = Totals()
 
     def add(self, live: Live) -> None:
@@ -78,19 +77,14 @@ class Registry:
         """Count a session that reached ``active``."""
         self.totals.accepted += 1
 
-    def sessions_of(self, user: str) -> int:
-        """Admitted sessions of ``user`` that are not closed."""
-        return self._per_user[user]
-
     def sessions_from(self, host: str) -> int:
         """Admitted sessions from client address ``host`` that are not closed."""
         return self._per_host[host]
 
     def admit(self, live: Live) -> None:
-        """Count an admitted session against its user's and address's caps (until retired)."""
+        """Count an admitted session against its address's cap (until retired)."""
         session = live.session
-        self._counted[session.id] = (session.user, session.host)
-        self._per_user[session.user] += 1
+        self._counted[session.id] = session.host
         self._per_host[session.host] += 1
 
     def rejected(self, live: Live, reason: str) -> None:
@@ -107,13 +101,11 @@ class Registry:
         session = live.session
         if self._live.pop(session.id, None) is None:
             return
-        counted = self._counted.pop(session.id, None)
-        if counted is not None:
-            user, host = counted
-            for counter, key in ((self._per_user, user), (self._per_host, host)):
-                counter[key] -= 1
-                if not counter[key]:
-                    del counter[key]
+        host = self._counted.pop(session.id, None)
+        if host is not None:
+            self._per_host[host] -= 1
+            if not self._per_host[host]:
+                del self._per_host[host]
         if self._max_closed:
             self._closed[session.id] = session
             while len(self._closed) > self._max_closed:

@@ -5,29 +5,35 @@ without waiting (:meth:`Member.deliver` only queues), so no member can slow a
 room down. The broker subscription for a room is reference-counted: taken for
 its first local member (every joiner waits until it is in place), released
 with its last by a task :meth:`Rooms.run` owns, so that leaving never waits
-on the broker. Presence is counted per user (:class:`~chat.roster.Roster`):
-a member enters it only once its join has fully succeeded, and only a user's
-first session entering and last session leaving are announced.
+on the broker. Presence is counted per user by the broker (cluster-wide);
+here a member only counts as present once its join fully succeeded, and only
+present members are told about presence changes.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal, Protocol
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
-from chat.brokers import Broker, Publication
-from chat.envelope import encode_message
+from chat.brokers import Broker, BrokerUnavailable, Publication
+from chat.envelope import PresenceChange, encode_message
 from chat.protocol import Presence, encode
-from chat.roster import Roster
 
 log = logging.getLogger("chat.rooms")
 
 
 class Member(Protocol):
     """A session as a room sees it."""
+
+    @property
+    def id(self) -> str:
+        """The session id."""
+        ...
 
     @property
     def user(self) -> str: ...
@@ -50,7 +56,7 @@ class _Room:
     def __init__(self) -> None:
         #: Members in join order: every one of them gets the room's messages.
         self.members: dict[Member, None] = {}
-        #: Members whose join completed: they count in presence.
+        #: Members whose join completed: they count in presence and hear about it.
         self.present: set[Member] = set()
         #: Set once the first member's subscribe returned (or failed).
         self.ready = anyio.Event()
@@ -58,7 +64,7 @@ class _Room:
 
 
 class Rooms:
-    """The rooms of this process, their members and their presence. Run :meth:`run`."""
+    """The rooms of this process and their members. Run :meth:`run`."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -66,10 +72,9 @@ class Rooms:
         #: Rooms whose unsubscribe is in flight: a new first member waits for it.
         self._unsubscribing: dict[str, anyio.Event] = {}
         self._group: TaskGroup | None = None
-        self.roster = Roster()
 
     async def run(self) -> None:
-        """Own the unsubscribe tasks until cancelled (run it in the node's task group)."""
+        """Own the background broker calls until cancelled (in the node's task group)."""
         async with anyio.create_task_group() as group:
             self._group = group
             try:
@@ -113,36 +118,39 @@ class Rooms:
                 return
             state.members.pop(member, None)
 
-    def enter(self, room: str, member: Member) -> bool:
-        """Count ``member`` (joined) in the room's presence; True for its user's first session."""
+    def enter(self, room: str, member: Member) -> None:
+        """``member`` (joined, and counted by the broker) is present: it hears presence."""
         self._rooms[room].present.add(member)
-        return self.roster.add(room, member.user)
 
-    def leave(self, room: str, member: Member) -> bool:
+    def leave(self, room: str, member: Member) -> None:
         """Stop delivering ``room`` to ``member``; never waits.
 
-        Returns True when the member was present and its user's last session
-        there. The last member's departure releases the subscription in the
-        background.
+        A present member's presence is released in the background (announced
+        when it was its user's last session); the last member's departure
+        releases the subscription.
         """
         state = self._rooms.get(room)
         if state is None or member not in state.members:
-            return False
+            return
         del state.members[member]
-        last = False
         if member in state.present:
             state.present.discard(member)
-            last = self.roster.remove(room, member.user)
+            self._background(self._release_presence, room, member.user, member.id)
         if not state.members and state.subscribed:
             del self._rooms[room]
-            self._release(room)
-        return last
+            done = self._unsubscribing[room] = anyio.Event()
+            self._background(self._unsubscribe, room, done)
 
-    def _release(self, room: str) -> None:
-        if self._group is None:  # not running: nothing to release to
-            return
-        done = self._unsubscribing[room] = anyio.Event()
-        self._group.start_soon(self._unsubscribe, room, done)
+    def _background(self, call: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
+        if self._group is not None:  # not running: nothing to release to
+            self._group.start_soon(call, *args)
+
+    async def _release_presence(self, room: str, user: str, origin: str) -> None:
+        try:
+            if await self._broker.presence_leave(room, user):
+                await self._broker.announce(PresenceChange(room, "leave", user, origin))
+        except BrokerUnavailable:
+            log.warning("presence of %s in room %s not released: broker unavailable", user, room)
 
     async def _unsubscribe(self, room: str, done: anyio.Event) -> None:
         try:
@@ -154,31 +162,35 @@ class Rooms:
                 del self._unsubscribing[room]
             done.set()
 
-    def dispatch(self, publication: Publication) -> None:
-        """Hand ``publication`` to every local member of its room (the broker's callback)."""
-        state = self._rooms.get(publication.room)
-        if state is None or not state.members:
+    def dispatch(self, item: Publication | PresenceChange) -> None:
+        """Hand a publication (or a presence change) to the local members of its room.
+
+        The broker's callback: every member gets a message; present members
+        but the one that caused it get a presence change.
+        """
+        state = self._rooms.get(item.room)
+        if state is None:
             return
-        frame = encode_message(publication)
+        if isinstance(item, PresenceChange):
+            frame = encode(Presence(room=item.room, event=item.event, user=item.user))
+            for member in state.present:
+                if member.id != item.origin:
+                    member.notify(frame)
+            return
+        if not state.members:
+            return
+        frame = encode_message(item)
         for member in state.members:
-            member.deliver(publication, frame)
-
-    def announce(
-        self, room: str, event: Literal["join", "leave"], user: str, *, exclude: Member
-    ) -> None:
-        """Tell the other present members of ``room`` that ``user`` arrived or left."""
-        state = self._rooms.get(room)
-        if state is None or not state.present:
-            return
-        frame = encode(Presence(room=room, event=event, user=user))
-        for member in state.present:
-            if member is not exclude:
-                member.notify(frame)
-
-    def users(self, room: str) -> list[str]:
-        """The distinct users present in ``room`` on this node, in arrival order."""
-        return self.roster.users(room)
+            member.deliver(item, frame)
 
     def counts(self) -> dict[str, int]:
         """``{room: local member count}`` for every room with a local member."""
         return {room: len(state.members) for room, state in self._rooms.items()}
+
+    def presence(self) -> Counter[tuple[str, str]]:
+        """``{(room, user): present sessions}`` on this node."""
+        found: Counter[tuple[str, str]] = Counter()
+        for room, state in self._rooms.items():
+            for member in state.present:
+                found[room, member.user] += 1
+        return found

@@ -149,9 +149,8 @@ async def rooms(node: NodeDep, room: str | None = None) -> dict[str, list[dict[s
         if room is not None and name != room:
             continue
         latest = (await node.broker.recover(name, None)).latest
-        found.append(
-            {"room": name, "members": members, "users": node.rooms.users(name), "seq": latest}
-        )
+        users = await node.broker.presence_users(name)
+        found.append({"room": name, "members": members, "users": users, "seq": latest})
     return {"rooms": found}
 
 

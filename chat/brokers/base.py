@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from anyio.abc import TaskStatus
 
-from chat.envelope import Draft, Publication, Recovery
+from chat.envelope import Draft, NodeInfo, NodeState, PresenceChange, Publication, Recovery
 
-#: Called once per publication on every node subscribed to its room.
-Deliver = Callable[[Publication], None]
+#: Called once per publication (and presence change) on every node subscribed to its room.
+Deliver = Callable[[Publication | PresenceChange], None]
+#: What this node holds now (for the cluster view and for resynchronising).
+Snapshot = Callable[[], NodeState]
 
 
 class BrokerUnavailable(Exception):
-    """The broker cannot publish now; the caller refuses the send (never drops it silently)."""
+    """The broker cannot do it now; the caller refuses the request (never drops it silently)."""
 
 
 class Broker(Protocol):
-    """Moves publications between the processes that share rooms.
+    """The state the processes sharing rooms have in common, and the bus between them.
+
+    It knows nothing of sessions: it counts users per room, sessions per user
+    and publications per room, and moves publications and presence changes.
 
     Guarantees: :meth:`publish` assigns the room's next ``seq`` (rising by
     exactly 1 per message, in publish order), keeps it in the room's history
@@ -27,7 +32,8 @@ class Broker(Protocol):
     :class:`BrokerUnavailable`; every node subscribed to the room then
     receives it through its ``deliver`` callback exactly once, in ``seq``
     order. Delivery to a node that is not subscribed is not promised (at most
-    once): :meth:`recover` fills such gaps from the history.
+    once): :meth:`recover` fills such gaps from the history. Every method may
+    raise :class:`BrokerUnavailable`, within about a second, never later.
     """
 
     @property
@@ -40,12 +46,19 @@ class Broker(Protocol):
         """True while publishing and delivery work end to end."""
         ...
 
-    async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
-        """Hand publications to ``deliver`` until cancelled; ``task_status`` when ready."""
+    def statistics(self) -> dict[str, Any]:
+        """Extra health fields for ``/status`` ``broker`` (reconnects, last error, ...)."""
+        ...
+
+    async def run(
+        self, deliver: Deliver, snapshot: Snapshot, *, task_status: TaskStatus[None]
+    ) -> None:
+        """Deliver to ``deliver`` until cancelled; signal ``task_status`` at once, even
+        if the broker is not reachable yet (the node then serves as unready)."""
         ...
 
     async def publish(self, draft: Draft) -> Publication:
-        """Publish ``draft`` to its room; raises :class:`BrokerUnavailable`."""
+        """Publish ``draft`` to its room."""
         ...
 
     async def subscribe(self, room: str) -> None:
@@ -68,4 +81,35 @@ class Broker(Protocol):
         nothing published in between is lost (the caller drops duplicates by
         ``seq``).
         """
+        ...
+
+    async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
+        """Count one more session of ``user`` in ``room``.
+
+        Returns whether it is the user's first there, and the room's users.
+        """
+        ...
+
+    async def presence_leave(self, room: str, user: str) -> bool:
+        """Count one session less; True if it was the user's last in the room."""
+        ...
+
+    async def presence_users(self, room: str) -> list[str]:
+        """The users with a session in ``room``, once each."""
+        ...
+
+    async def announce(self, change: PresenceChange) -> None:
+        """Deliver ``change`` to every node subscribed to its room."""
+        ...
+
+    async def claim_session(self, user: str, cap: int) -> bool:
+        """Count one more session of ``user`` unless it has ``cap`` already (0: no cap)."""
+        ...
+
+    async def release_session(self, user: str) -> None:
+        """Count one session of ``user`` less."""
+        ...
+
+    async def nodes(self) -> list[NodeInfo] | None:
+        """The live nodes sharing this broker, or None when there is only this process."""
         ...

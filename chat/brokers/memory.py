@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from anyio.abc import TaskStatus
 
-from chat.brokers.base import Deliver
+from chat.brokers.base import Deliver, Snapshot
 from chat.clock import Clock
-from chat.envelope import Draft, Publication, Recovery
+from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
 from chat.history import HistoryStore
+from chat.roster import Roster
 
 #: Seconds between sweeps of expired history and forgotten rooms.
 PURGE_INTERVAL = 5.0
@@ -16,7 +20,8 @@ PURGE_INTERVAL = 5.0
 class InMemoryBroker:
     """Rooms of one process. Publishing delivers synchronously, so ``seq`` order is
     publish order and nothing is ever unavailable. History and sequences live
-    in a :class:`~chat.history.HistoryStore`, swept every few seconds.
+    in a :class:`~chat.history.HistoryStore`, swept every few seconds;
+    presence in a :class:`~chat.roster.Roster`.
     """
 
     def __init__(
@@ -25,6 +30,8 @@ class InMemoryBroker:
         self._clock = clock
         self._deliver: Deliver | None = None
         self._subscribed: set[str] = set()
+        self._roster = Roster()
+        self._claims: Counter[str] = Counter()
         self.store = HistoryStore(size=history_size, ttl=history_ttl, max_bytes=history_max_bytes)
 
     @property
@@ -35,7 +42,12 @@ class InMemoryBroker:
     def healthy(self) -> bool:
         return True
 
-    async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
+    def statistics(self) -> dict[str, Any]:
+        return {}
+
+    async def run(
+        self, deliver: Deliver, snapshot: Snapshot, *, task_status: TaskStatus[None]
+    ) -> None:
         self._deliver = deliver
         task_status.started()
         try:
@@ -63,3 +75,30 @@ class InMemoryBroker:
 
     async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
         return self.store.recover(room, since, self._clock.now(), epoch)
+
+    async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
+        return self._roster.add(room, user), self._roster.users(room)
+
+    async def presence_leave(self, room: str, user: str) -> bool:
+        return self._roster.remove(room, user)
+
+    async def presence_users(self, room: str) -> list[str]:
+        return self._roster.users(room)
+
+    async def announce(self, change: PresenceChange) -> None:
+        if self._deliver is not None and change.room in self._subscribed:
+            self._deliver(change)
+
+    async def claim_session(self, user: str, cap: int) -> bool:
+        if cap and self._claims[user] >= cap:
+            return False
+        self._claims[user] += 1
+        return True
+
+    async def release_session(self, user: str) -> None:
+        self._claims[user] -= 1
+        if self._claims[user] <= 0:
+            del self._claims[user]
+
+    async def nodes(self) -> list[NodeInfo] | None:
+        return None

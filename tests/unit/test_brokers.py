@@ -11,6 +11,7 @@ import pytest
 
 from chat.brokers import Broker, Draft, Publication, open_broker
 from chat.clock import FakeClock
+from chat.envelope import NodeState, PresenceChange
 from chat.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +24,7 @@ HISTORY_TTL = 60.0
 class Running:
     broker: Broker
     clock: FakeClock
-    delivered: list[Publication]
+    delivered: list[Publication | PresenceChange]
 
 
 def memory(clock: FakeClock) -> Broker:
@@ -43,10 +44,14 @@ def make_broker(request: pytest.FixtureRequest) -> Callable[[FakeClock], Broker]
 async def running(make_broker: Callable[[FakeClock], Broker]) -> AsyncIterator[Running]:
     clock = FakeClock()
     broker = make_broker(clock)
-    delivered: list[Publication] = []
+    delivered: list[Publication | PresenceChange] = []
     async with anyio.create_task_group() as group:
         await group.start(
-            lambda *, task_status: broker.run(delivered.append, task_status=task_status)
+            lambda *, task_status: broker.run(
+                delivered.append,
+                lambda: NodeState(sessions=0, presence={}, claims={}),
+                task_status=task_status,
+            )
         )
         yield Running(broker, clock, delivered)
         group.cancel_scope.cancel()

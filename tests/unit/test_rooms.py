@@ -306,7 +306,7 @@ async def test_when_the_first_subscribe_fails_the_others_try_again() -> None:
         await settle()
         assert [m["text"] for m in other.of_type("message")] == ["hello"]
         assert [m for m in home.of_type("message") if m["room"] == "lobby"] == []
-        assert harness.node.rooms.users("lobby") == [other_user(other)]
+        assert await harness.node.broker.presence_users("lobby") == [other_user(other)]
         assert watcher.of_type("presence") == []
 
 
