@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
 from chat.protocol import FrameId, Message, encode
+
+
+def new_epoch() -> str:
+    """A fresh, unguessable name for one run of a room's ``seq``."""
+    return secrets.token_hex(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,8 @@ class Publication:
     text: str
     id: FrameId
     ts: float
+    #: The run of the room's ``seq`` this message belongs to.
+    epoch: str = ""
 
 
 @dataclass(frozen=True, slots=True)

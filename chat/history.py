@@ -12,22 +12,16 @@ recover, even if the new run has reached the same ``seq``.
 
 from __future__ import annotations
 
-import secrets
 import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chat.envelope import Draft, Publication, Recovery
+from chat.envelope import Draft, Publication, Recovery, new_epoch
 
 #: Bytes counted per message on top of its text object (the entry, the
 #: publication, its id and bookkeeping), measured with tracemalloc.
 ENTRY_OVERHEAD = 350
-
-
-def new_epoch() -> str:
-    """A fresh, unguessable name for one run of a room's ``seq``."""
-    return secrets.token_hex(4)
 
 
 @dataclass(slots=True)
@@ -79,6 +73,7 @@ class HistoryStore:
             text=draft.text,
             id=draft.id,
             ts=draft.ts,
+            epoch=room.epoch,
         )
         if self._size and self._ttl:
             entry = _Entry(publication, now, sys.getsizeof(draft.text) + ENTRY_OVERHEAD)

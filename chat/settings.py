@@ -86,9 +86,9 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.startswith("memory://"):
+        if not value.startswith(("memory://", "redis://", "rediss://")):
             # Never echo the URL: it may carry a password.
-            raise ValueError("must be memory:// (the only broker of this version)")
+            raise ValueError("must start with memory://, redis:// or rediss://")
         return value
 
     @field_validator("jwt_secret")

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from chat import __version__
 from chat.auth import TokenError
+from chat.brokers import BrokerUnavailable
 from chat.metrics import Metrics
 from chat.node import Node
 from chat.session import Session, SessionState
@@ -121,13 +122,17 @@ async def readyz(node: NodeDep) -> JSONResponse:
 async def status(node: NodeDep) -> dict[str, Any]:
     """This node's summary."""
     totals = node.registry.totals
-    return {
+    summary: dict[str, Any] = {
         "node": node.settings.node_id,
         "version": __version__,
         "started_at": iso(node.started_at),
         "uptime_s": round(node.clock.now() - node.started_mono, 3),
         "draining": node.draining,
-        "broker": {"url": node.broker.url, "healthy": node.broker.healthy},
+        "broker": {
+            "url": node.broker.url,
+            "healthy": node.broker.healthy,
+            **node.broker.statistics(),
+        },
         "sessions": node.registry.counts(),
         "rooms": node.rooms.counts(),
         "totals": {
@@ -139,6 +144,15 @@ async def status(node: NodeDep) -> dict[str, Any]:
             "rate_limited": totals.rate_limited,
         },
     }
+    try:
+        nodes = await node.broker.nodes()
+    except BrokerUnavailable:
+        nodes = []  # the cluster view needs the broker; never hang on it
+    if nodes is not None:
+        summary["nodes"] = [
+            {"node": n.node, "sessions": n.sessions, "last_seen": iso(n.last_seen)} for n in nodes
+        ]
+    return summary
 
 
 @router.get("/status/rooms", dependencies=Guarded)

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def open_broker(settings: Settings, clock: Clock) -> Broker:
-    """The broker for ``settings.broker_url``: ``memory://`` (the embedded default).
+    """The broker for ``settings.broker_url``: ``memory://`` (the embedded default),
+    or ``redis://`` / ``rediss://`` (imported only then).
 
     Raises :class:`ValueError` for an unsupported scheme.
     """
@@ -31,7 +32,17 @@ def open_broker(settings: Settings, clock: Clock) -> Broker:
             history_ttl=settings.history_ttl,
             history_max_bytes=settings.history_max_bytes,
         )
-    raise ValueError(f"unsupported broker URL scheme {scheme!r} (supported: memory://)")
+    if scheme in {"redis", "rediss"}:
+        from chat.brokers.redis import RedisBroker
+
+        return RedisBroker(
+            settings.broker_url,
+            clock,
+            node_id=settings.node_id,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+        )
+    raise ValueError(f"unsupported broker URL scheme {scheme!r}")
 
 
 __all__ = [

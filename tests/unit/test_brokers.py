@@ -1,111 +1,135 @@
-"""The broker contract, run against every broker (only memory:// exists so far)."""
+"""The broker contract, run against every broker: memory, and Redis (a real redis-server)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import pytest
 
-from chat.brokers import Broker, Draft, Publication, open_broker
-from chat.clock import FakeClock
-from chat.envelope import NodeState, PresenceChange
+from chat.brokers import Broker, Draft, open_broker
+from chat.brokers.redis import RedisBroker
+from chat.clock import Clock, FakeClock, MonotonicClock
+from chat.envelope import NodeState, PresenceChange, Publication
 from chat.settings import Settings
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 HISTORY_SIZE = 5
-HISTORY_TTL = 60.0
 
 
 @dataclass
 class Running:
     broker: Broker
-    clock: FakeClock
-    delivered: list[Publication | PresenceChange]
+    clock: Clock
+    delivered: list[Publication | PresenceChange] = field(default_factory=list)
+
+    def messages(self, room: str | None = None) -> list[Publication]:
+        return [
+            p
+            for p in self.delivered
+            if isinstance(p, Publication) and (room is None or p.room == room)
+        ]
+
+    def changes(self) -> list[PresenceChange]:
+        return [p for p in self.delivered if isinstance(p, PresenceChange)]
+
+    async def publish(self, room: str, text: str) -> Publication:
+        draft = Draft(room=room, user="u", text=text, id=None, ts=self.clock.time())
+        return await self.broker.publish(draft)
 
 
-def memory(clock: FakeClock) -> Broker:
-    settings = Settings(history_size=HISTORY_SIZE, history_ttl=HISTORY_TTL)
-    return open_broker(settings, clock)
+Factory = Callable[[], Any]
 
 
-BROKERS: dict[str, Callable[[FakeClock], Broker]] = {"memory": memory}
+@pytest.fixture(params=["memory", "redis"])
+def make(request: pytest.FixtureRequest) -> Callable[[str], Running]:
+    """Build a broker of the parameter's kind (``node`` names it, for Redis)."""
+    if request.param == "memory":
+        clock = FakeClock()
+        shared: dict[str, Broker] = {}
 
+        def memory(node: str) -> Running:
+            broker = shared.setdefault(
+                "only", open_broker(Settings(history_size=HISTORY_SIZE), clock)
+            )
+            return Running(broker, clock)
 
-@pytest.fixture(params=sorted(BROKERS))
-def make_broker(request: pytest.FixtureRequest) -> Callable[[FakeClock], Broker]:
-    return BROKERS[request.param]
+        return memory
+    server: RedisServer = request.getfixturevalue("fresh_redis")
+
+    def redis(node: str) -> Running:
+        broker = RedisBroker(
+            server.url,
+            MonotonicClock(),
+            node_id=node,
+            history_size=HISTORY_SIZE,
+            history_ttl=300,
+            heartbeat_interval=0.1,
+            dead_after=0.5,
+        )
+        return Running(broker, MonotonicClock())
+
+    return redis
 
 
 @asynccontextmanager
-async def running(make_broker: Callable[[FakeClock], Broker]) -> AsyncIterator[Running]:
-    clock = FakeClock()
-    broker = make_broker(clock)
-    delivered: list[Publication | PresenceChange] = []
+async def running(run: Running) -> AsyncIterator[Running]:
     async with anyio.create_task_group() as group:
         await group.start(
-            lambda *, task_status: broker.run(
-                delivered.append,
-                lambda: NodeState(sessions=0, presence={}, claims={}),
+            lambda *, task_status: run.broker.run(
+                run.delivered.append,
+                lambda: NodeState(sessions=1, presence={}, claims={}),
                 task_status=task_status,
             )
         )
-        yield Running(broker, clock, delivered)
+        with anyio.fail_after(5):
+            while not run.broker.healthy:
+                await anyio.sleep(0.01)
+        yield run
         group.cancel_scope.cancel()
 
 
-def draft(room: str, text: str) -> Draft:
-    return Draft(room=room, user="u", text=text, id=None, ts=1.0)
+async def eventually(check: Callable[[], bool], seconds: float = 3.0) -> None:
+    with anyio.fail_after(seconds):
+        while not check():
+            await anyio.sleep(0.01)
 
 
-async def publish(broker: Broker, room: str, count: int) -> list[Publication]:
-    return [await broker.publish(draft(room, str(n))) for n in range(count)]
-
-
-async def test_publish_assigns_seq_rising_by_one_per_room(
-    make_broker: Callable[[FakeClock], Broker],
-) -> None:
-    async with running(make_broker) as r:
-        seqs = [(await r.broker.publish(draft(room, "x"))).seq for room in ["a", "a", "b", "a"]]
+async def test_publish_assigns_seq_rising_by_one_per_room(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
+        seqs = [(await r.publish(room, "x")).seq for room in ["a", "a", "b", "a"]]
         assert seqs == [1, 2, 1, 3]
         assert (await r.broker.recover("a", None)).latest == 3
         assert (await r.broker.recover("never", None)).latest == 0
 
 
-async def test_subscribed_rooms_are_delivered_in_seq_order(
-    make_broker: Callable[[FakeClock], Broker],
+async def test_subscribed_rooms_are_delivered_once_each_in_seq_order(
+    make: Callable[[str], Running],
 ) -> None:
-    async with running(make_broker) as r:
+    async with running(make("a")) as r:
         await r.broker.subscribe("a")
-        await publish(r.broker, "a", 5)
-        await r.broker.publish(draft("b", "not subscribed"))
-        assert [(p.room, p.seq, p.text) for p in r.delivered] == [
+        for n in range(5):
+            await r.publish("a", str(n))
+        await r.publish("b", "not subscribed")
+        await eventually(lambda: len(r.messages()) >= 5)
+        await anyio.sleep(0.05)
+        assert [(p.room, p.seq, p.text) for p in r.messages()] == [
             ("a", n + 1, str(n)) for n in range(5)
         ]
 
 
-async def test_nothing_is_delivered_after_unsubscribe(
-    make_broker: Callable[[FakeClock], Broker],
-) -> None:
-    async with running(make_broker) as r:
+async def test_nothing_is_delivered_after_unsubscribe(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
         await r.broker.subscribe("a")
         await r.broker.unsubscribe("a")
-        await r.broker.publish(draft("a", "x"))
-        assert r.delivered == []
-
-
-async def test_recover_replays_exactly_the_missed_messages(
-    make_broker: Callable[[FakeClock], Broker],
-) -> None:
-    async with running(make_broker) as r:
-        published = await publish(r.broker, "a", 4)
-        recovery = await r.broker.recover("a", 1)
-        assert recovery.complete
-        assert recovery.latest == 4
-        assert recovery.publications == tuple(published[1:])
+        await r.publish("a", "x")
+        await anyio.sleep(0.1)
+        assert r.messages() == []
 
 
 @pytest.mark.parametrize(
@@ -113,60 +137,126 @@ async def test_recover_replays_exactly_the_missed_messages(
     [(None, False, 0), (8, True, 0), (7, True, 1), (3, True, 5), (2, False, 0), (9, False, 0)],
 )
 async def test_recovery_is_complete_only_when_the_history_covers_the_gap(
-    make_broker: Callable[[FakeClock], Broker], since: int | None, complete: bool, replayed: int
+    make: Callable[[str], Running], since: int | None, complete: bool, replayed: int
 ) -> None:
-    async with running(make_broker) as r:
-        await publish(r.broker, "a", 8)  # history keeps seq 4..8
+    async with running(make("a")) as r:
+        published = [await r.publish("a", str(n)) for n in range(8)]  # history keeps 4..8
         recovery = await r.broker.recover("a", since)
         assert (recovery.latest, recovery.complete) == (8, complete)
-        assert len(recovery.publications) == replayed
+        expected = tuple(published[8 - replayed :]) if replayed else ()
+        assert recovery.publications == expected
+        assert recovery.epoch == published[0].epoch
 
 
-async def test_history_expires_after_its_ttl(make_broker: Callable[[FakeClock], Broker]) -> None:
-    async with running(make_broker) as r:
-        await r.broker.subscribe("a")
-        await publish(r.broker, "a", 2)
-        await r.clock.advance(HISTORY_TTL + 1)
-        recovery = await r.broker.recover("a", 0)
-        assert (recovery.latest, recovery.complete, recovery.publications) == (2, False, ())
-
-
-async def test_a_room_keeps_its_seq_across_an_empty_spell(
-    make_broker: Callable[[FakeClock], Broker],
+async def test_recovery_from_another_run_of_the_room_is_not_complete(
+    make: Callable[[str], Running],
 ) -> None:
-    async with running(make_broker) as r:
+    async with running(make("a")) as r:
+        first = await r.publish("a", "x")
+        assert (await r.broker.recover("a", 0, first.epoch)).complete
+        assert not (await r.broker.recover("a", 0, "another-run")).complete
+
+
+async def test_a_room_keeps_its_seq_and_epoch_across_an_empty_spell(
+    make: Callable[[str], Running],
+) -> None:
+    async with running(make("a")) as r:
         await r.broker.subscribe("a")
-        await r.broker.publish(draft("a", "x"))
+        first = await r.publish("a", "x")
         await r.broker.unsubscribe("a")
-        await r.clock.advance(HISTORY_TTL / 2)
         await r.broker.subscribe("a")
-        assert (await r.broker.publish(draft("a", "y"))).seq == 2
+        second = await r.publish("a", "y")
+        assert (second.seq, second.epoch) == (2, first.epoch)
 
 
-async def test_a_room_nobody_holds_is_forgotten_once_its_history_expired(
-    make_broker: Callable[[FakeClock], Broker],
+async def test_presence_counts_sessions_per_user(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
+        assert await r.broker.presence_enter("room", "ann") == (True, ["ann"])
+        assert await r.broker.presence_enter("room", "ann") == (False, ["ann"])
+        first, users = await r.broker.presence_enter("room", "bo")
+        assert first
+        assert sorted(users) == ["ann", "bo"]
+        assert await r.broker.presence_enter("other", "ann") == (True, ["ann"])
+        assert await r.broker.presence_leave("room", "ann") is False
+        assert await r.broker.presence_leave("room", "ann") is True
+        assert await r.broker.presence_users("room") == ["bo"]
+
+
+async def test_presence_changes_reach_subscribed_rooms(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
+        await r.broker.subscribe("room")
+        change = PresenceChange("room", "join", "ann", "s1")
+        await r.broker.announce(change)
+        await r.broker.announce(PresenceChange("elsewhere", "join", "bo", "s2"))
+        await eventually(lambda: bool(r.changes()))
+        await anyio.sleep(0.05)
+        assert r.changes() == [change]
+
+
+async def test_session_claims_respect_the_cap(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
+        assert await r.broker.claim_session("ann", 2)
+        assert await r.broker.claim_session("ann", 2)
+        assert not await r.broker.claim_session("ann", 2)
+        assert await r.broker.claim_session("ann", 0)  # no cap
+        await r.broker.release_session("ann")
+        await r.broker.release_session("ann")
+        assert await r.broker.claim_session("ann", 2)
+
+
+# -- Redis: several nodes on one Redis -------------------------------------------
+
+
+@pytest.fixture
+def two(fresh_redis: RedisServer) -> tuple[Running, Running]:
+    def node(name: str) -> Running:
+        broker = RedisBroker(
+            fresh_redis.url,
+            MonotonicClock(),
+            node_id=name,
+            history_size=HISTORY_SIZE,
+            history_ttl=300,
+            heartbeat_interval=0.1,
+            dead_after=0.5,
+        )
+        return Running(broker, MonotonicClock())
+
+    return node("node-a"), node("node-b")
+
+
+async def test_nodes_on_one_redis_share_rooms_presence_caps_and_the_node_list(
+    two: tuple[Running, Running],
 ) -> None:
-    async with running(make_broker) as r:
-        await r.broker.subscribe("a")
-        await publish(r.broker, "a", 3)
-        await r.broker.unsubscribe("a")
-        await r.clock.advance(HISTORY_TTL + 10)
-        recovery = await r.broker.recover("a", 3)
-        assert (recovery.latest, recovery.complete) == (0, False)
+    a, b = two
+    async with running(a), running(b):
+        await a.broker.subscribe("room")
+        await b.broker.subscribe("room")
+        await a.publish("room", "from a")
+        await b.publish("room", "from b")
+        await eventually(lambda: len(a.messages()) == 2 and len(b.messages()) == 2)
+        assert [(p.seq, p.text) for p in a.messages()] == [(p.seq, p.text) for p in b.messages()]
+        assert (await a.broker.presence_enter("room", "ann"))[0]
+        assert not (await b.broker.presence_enter("room", "ann"))[0]
+        assert await b.broker.presence_users("room") == ["ann"]
+        assert await a.broker.claim_session("ann", 2)
+        assert await b.broker.claim_session("ann", 2)
+        assert not await a.broker.claim_session("ann", 2)
+        nodes = await a.broker.nodes()
+        assert nodes is not None
+        assert sorted(n.node for n in nodes) == ["node-a", "node-b"]
 
 
-async def test_a_held_room_keeps_its_seq_after_its_history_expired(
-    make_broker: Callable[[FakeClock], Broker],
-) -> None:
-    async with running(make_broker) as r:
-        await r.broker.subscribe("a")
-        await publish(r.broker, "a", 3)
-        await r.clock.advance(HISTORY_TTL + 10)
-        assert (await r.broker.recover("a", 3)).complete
-        assert (await r.broker.publish(draft("a", "next"))).seq == 4
-
-
-def test_open_broker_refuses_unknown_schemes() -> None:
-    settings = Settings.model_construct(broker_url="kafka://somewhere")
-    with pytest.raises(ValueError, match="unsupported broker URL scheme"):
-        open_broker(settings, FakeClock())
+async def test_a_node_that_stops_is_reaped_by_the_others(two: tuple[Running, Running]) -> None:
+    a, b = two
+    async with running(a):
+        await a.broker.subscribe("room")
+        async with running(b):
+            await b.broker.presence_enter("room", "ghost")
+            assert await b.broker.claim_session("ghost", 1)
+        # b stopped without cleaning up, as if killed: a reaps it after dead_after.
+        await eventually(lambda: bool(a.changes()), seconds=5)
+        assert a.changes() == [PresenceChange("room", "leave", "ghost", "")]
+        assert await a.broker.presence_users("room") == []
+        assert await a.broker.claim_session("ghost", 1)
+        nodes = await a.broker.nodes()
+        assert [n.node for n in nodes or []] == ["node-a"]

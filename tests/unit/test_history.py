@@ -41,7 +41,9 @@ def test_publish_gives_the_draft_its_rooms_seq() -> None:
     published = store.publish(
         Draft(room="lobby", user="ann", text="hello", id="c1", ts=12.5), now=3.0
     )
-    assert published == Publication(room="lobby", seq=1, user="ann", text="hello", id="c1", ts=12.5)
+    assert published == Publication(
+        room="lobby", seq=1, user="ann", text="hello", id="c1", ts=12.5, epoch=EPOCH
+    )
 
 
 def test_seq_rises_by_exactly_one_per_publish() -> None:

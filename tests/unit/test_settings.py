@@ -308,7 +308,7 @@ def test_secret_never_appears_in_repr_or_str(variable: str, secret: str) -> None
     "url",
     [
         "http://user:Sup3rSecret@cache",
-        "redis://user:Sup3rSecret@cache:6379/0",
+        "kafka://user:Sup3rSecret@cache:9092",
         "user:Sup3rSecret@cache",
     ],
 )
@@ -389,3 +389,9 @@ def test_a_send_queue_that_cannot_hold_a_full_recovery_is_refused(history: str, 
 def test_weak_or_empty_security_settings_are_refused(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         load_settings({variable: value})
+
+
+def test_a_redis_url_is_accepted_and_never_shown() -> None:
+    settings = load_settings({"CHAT_BROKER_URL": "redis://user:Sup3rSecret@cache:6379/0"})
+    assert settings.broker_url.startswith("redis://")
+    assert "Sup3rSecret" not in repr(settings)
