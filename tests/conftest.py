@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,13 @@ def fresh_redis(redis_server: RedisServer) -> RedisServer:
     """The session's redis-server, emptied."""
     redis_server.command("FLUSHALL")
     return redis_server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone (it may kill, freeze or restart it)."""
+    need_redis()
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -370,6 +370,10 @@ class RedisBroker:
             self._subscribed = False
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await self._close_pubsub()
+                # Leave the cluster now rather than wait to be reaped: release
+                # whatever this node still counts, and tell the others.
+                with suppress(BrokerUnavailable):
+                    await self._reap_node(self._node)
                 await self._redis.aclose()
 
     async def _subscriber(self) -> None:
@@ -528,14 +532,17 @@ class RedisBroker:
             self._scripts["nodes"](keys=["chat:nodes"], args=[self._dead_after])
         )
         for node in dead:
-            if node == self._node:
-                continue
-            left = await self._call(
-                self._scripts["reap"](keys=["chat:nodes", "chat:sessions"], args=[node, SEP])
-            )
-            log.info("node %s stopped answering: reaped", node)
-            for room, user in zip(left[::2], left[1::2], strict=True):
-                await self.announce(PresenceChange(room, "leave", user, ""))
+            if node != self._node:
+                log.info("node %s stopped answering: reaping it", node)
+                await self._reap_node(node)
+
+    async def _reap_node(self, node: str) -> None:
+        """Release a node's presence and sessions, drop it from the list, announce leaves."""
+        left = await self._call(
+            self._scripts["reap"](keys=["chat:nodes", "chat:sessions"], args=[node, SEP])
+        )
+        for room, user in zip(left[::2], left[1::2], strict=True):
+            await self.announce(PresenceChange(room, "leave", user, ""))
 
     async def _sync(self) -> None:
         """Make this node's share of presence and sessions in Redis match what it holds."""

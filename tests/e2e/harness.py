@@ -84,8 +84,9 @@ def start_server(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     python: str = sys.executable,
+    ready_path: str = "/readyz",
 ) -> Server:
-    """Start hypercorn with ``CHAT_*`` settings ``env``; return once ``/readyz`` is 200."""
+    """Start hypercorn with ``CHAT_*`` settings ``env``; return once ``ready_path`` is 200."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     clean = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_")}
@@ -105,7 +106,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.http("/readyz"), timeout=1).status_code == 200:
+            if httpx.get(server.http(ready_path), timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
             pass

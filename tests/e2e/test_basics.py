@@ -246,7 +246,7 @@ async def test_compression_when_enabled_never_inflates_past_the_limit(start: Sta
     ("variable", "value", "secret"),
     [
         ("CHAT_HEARTBEAT_INTERVAL", "soon", None),
-        ("CHAT_BROKER_URL", "redis://user:pw@localhost:6379/0", "pw@"),
+        ("CHAT_BROKER_URL", "kafka://user:pw@localhost:9092", "pw@"),
     ],
 )
 def test_a_bad_setting_stops_the_server_with_a_message_naming_it(

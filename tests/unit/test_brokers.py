@@ -246,17 +246,37 @@ async def test_nodes_on_one_redis_share_rooms_presence_caps_and_the_node_list(
         assert sorted(n.node for n in nodes) == ["node-a", "node-b"]
 
 
-async def test_a_node_that_stops_is_reaped_by_the_others(two: tuple[Running, Running]) -> None:
+async def test_a_node_that_stops_releases_what_it_held(two: tuple[Running, Running]) -> None:
     a, b = two
     async with running(a):
         await a.broker.subscribe("room")
         async with running(b):
-            await b.broker.presence_enter("room", "ghost")
-            assert await b.broker.claim_session("ghost", 1)
-        # b stopped without cleaning up, as if killed: a reaps it after dead_after.
-        await eventually(lambda: bool(a.changes()), seconds=5)
-        assert a.changes() == [PresenceChange("room", "leave", "ghost", "")]
+            await b.broker.presence_enter("room", "leaver")
+            assert await b.broker.claim_session("leaver", 1)
+        await eventually(lambda: bool(a.changes()))
+        assert a.changes() == [PresenceChange("room", "leave", "leaver", "")]
         assert await a.broker.presence_users("room") == []
+        assert await a.broker.claim_session("leaver", 1)
+        nodes = await a.broker.nodes()
+        assert [n.node for n in nodes or []] == ["node-a"]
+
+
+async def test_a_node_that_died_is_reaped_by_the_others(
+    two: tuple[Running, Running], fresh_redis: RedisServer
+) -> None:
+    a, _ = two
+    async with running(a):
+        await a.broker.subscribe("room")
+        # What a node killed mid-flight leaves behind: its share, its stale heartbeat.
+        fresh_redis.command("ZADD", "chat:nodes", 1, "node-dead")
+        fresh_redis.command("HSET", "chat:node:node-dead:presence", "room\x1fghost", 2)
+        fresh_redis.command("HSET", "chat:presence:room", "ghost", 2, "alive", 1)
+        fresh_redis.command("HSET", "chat:node:node-dead:claims", "ghost", 2)
+        fresh_redis.command("HSET", "chat:sessions", "ghost", 2)
+        await eventually(lambda: bool(a.changes()))
+        assert a.changes() == [PresenceChange("room", "leave", "ghost", "")]
+        assert await a.broker.presence_users("room") == ["alive"]
         assert await a.broker.claim_session("ghost", 1)
+        assert fresh_redis.command("EXISTS", "chat:node:node-dead:presence") == 0
         nodes = await a.broker.nodes()
         assert [n.node for n in nodes or []] == ["node-a"]

@@ -1,0 +1,261 @@
+"""Many processes and one Redis behave as one chat service; outages lose nothing silently."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.conftest import StartServer
+from tests.e2e.harness import JsonClient, Server, eventually, free_port, open_ws, start_server
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+def cluster_env(redis: RedisServer, node: str) -> dict[str, str]:
+    return {
+        "CHAT_BROKER_URL": redis.url,
+        "CHAT_NODE_ID": node,
+        "CHAT_RATE": "100000",
+        "CHAT_BURST": "100000",
+    }
+
+
+@asynccontextmanager
+async def member(server: Server, path: str) -> AsyncIterator[JsonClient]:
+    async with open_ws(server.ws(path), subprotocols=["chat.v1"], max_queue=None) as ws:
+        client = JsonClient(ws)
+        await client.greeted()
+        yield client
+
+
+async def messages(client: JsonClient, count: int) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    async with asyncio.timeout(20):
+        while len(found) < count:
+            found.append(await client.recv_type("message"))
+    return found
+
+
+async def send_until_delivered(
+    sender: JsonClient, receiver: JsonClient, room: str, within: float
+) -> float:
+    """Send until ``receiver`` gets one of them; how long that took."""
+    started = time.monotonic()
+    n = 0
+    async with asyncio.timeout(within):
+        while True:
+            n += 1
+            await sender.send({"type": "send", "room": room, "text": f"probe {n}"})
+            try:
+                async with asyncio.timeout(0.3):
+                    while True:
+                        frame = await receiver.recv()
+                        if frame["type"] == "message" and frame["text"].startswith("probe"):
+                            return time.monotonic() - started
+            except TimeoutError:
+                continue
+
+
+async def test_members_on_two_nodes_get_300_messages_in_one_gap_free_order(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    a = start(cluster_env(own_redis, "node-a"))
+    b = start(cluster_env(own_redis, "node-b"))
+    async with AsyncExitStack() as stack:
+        on_a = [await stack.enter_async_context(member(a, "/ws/big")) for _ in range(2)]
+        on_b = [await stack.enter_async_context(member(b, "/ws/big")) for _ in range(2)]
+        everyone = on_a + on_b
+        readers = [asyncio.create_task(messages(c, 300)) for c in everyone]
+
+        async def send(client: JsonClient, start_at: int) -> None:
+            for n in range(start_at, 300, 2):
+                await client.send({"type": "send", "room": "big", "text": f"m{n}", "id": n})
+
+        await asyncio.gather(send(on_a[0], 0), send(on_b[0], 1))
+        streams = await asyncio.gather(*readers)
+    first = [(m["seq"], m["text"]) for m in streams[0]]
+    assert [seq for seq, _ in first] == list(range(1, 301))
+    assert sorted(text for _, text in first) == sorted(f"m{n}" for n in range(300))
+    for stream in streams[1:]:
+        assert [(m["seq"], m["text"]) for m in stream] == first
+
+
+async def test_presence_and_status_agree_on_both_nodes(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    a = start(cluster_env(own_redis, "node-a"))
+    b = start(cluster_env(own_redis, "node-b"))
+    async with member(a, "/ws/hall?user=ann") as ann:
+        async with member(b, "/ws/hall?user=bo") as bo:
+            change = await ann.recv_type("presence")
+            assert (change["event"], change["user"]) == ("join", "bo")
+            assert sorted(m["user"] for m in bo.joined["members"]) == ["ann", "bo"]
+            for server in (a, b):
+
+                def counted(server: Server = server) -> bool:
+                    nodes = server.json("/status")["nodes"]
+                    # Session counts travel with the heartbeats (every 2 s).
+                    return {n["node"]: n["sessions"] for n in nodes} == {
+                        "node-a": 1,
+                        "node-b": 1,
+                    }
+
+                assert eventually(counted, timeout=5)
+                status = server.json("/status")
+                assert server.json("/status/rooms")["rooms"][0]["users"] == ["ann", "bo"]
+                assert status["broker"]["healthy"] is True
+                assert "canary_lag_ms" in status["broker"]
+        change = await ann.recv_type("presence")
+        assert (change["event"], change["user"]) == ("leave", "bo")
+
+
+async def test_a_killed_node_leaves_every_view_within_15_seconds(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    a = start(cluster_env(own_redis, "node-a"))
+    b = start(cluster_env(own_redis, "node-b"))
+    async with member(a, "/ws/watch?user=watcher") as watcher:
+        ghost_ws = await open_ws(
+            b.ws("/ws/watch?user=ghost"), subprotocols=["chat.v1"]
+        ).__aenter__()
+        await JsonClient(ghost_ws).greeted()
+        assert (await watcher.recv_type("presence"))["user"] == "ghost"
+        killed = time.monotonic()
+        os.killpg(b.process.pid, signal.SIGKILL)
+        async with asyncio.timeout(15):
+            change = await watcher.recv_type("presence")
+        assert (change["event"], change["user"]) == ("leave", "ghost")
+        assert time.monotonic() - killed < 15
+        nodes = [n["node"] for n in a.json("/status")["nodes"]]
+        assert nodes == ["node-a"]
+        assert a.json("/status/rooms")["rooms"][0]["users"] == ["watcher"]
+        ghost_ws.transport.abort()
+
+
+async def outage_behaviour(a: Server, b: Server, cut: Any, restore: Any, seconds: float) -> None:
+    """For ``seconds`` of outage: every send refused within 1 s, connections up, the node
+    unready; afterwards cross-node delivery resumes without any client reconnecting."""
+    async with (
+        member(a, "/ws/out?user=ann") as ann,
+        member(b, "/ws/out?user=bo") as bo,
+        open_ws(a.ws("/ws/out?user=pat")) as plain,
+    ):
+        assert await send_until_delivered(bo, ann, "out", within=5) < 5
+        cut()
+        began = time.monotonic()
+        refusals = 0
+        while time.monotonic() - began < seconds:
+            sent = time.monotonic()
+            await ann.send({"type": "send", "room": "out", "text": "during", "id": refusals})
+            frame = await ann.recv_type("error")
+            assert (frame["code"], frame["id"]) == ("unavailable", refusals)
+            assert time.monotonic() - sent < 1.0
+            refusals += 1
+            await ann.send({"type": "ping"})
+            assert await ann.recv_type("pong") == {"type": "pong"}
+            await asyncio.sleep(0.5)
+        assert refusals >= seconds
+        assert a.get("/readyz").status_code == 503
+        assert a.json("/status")["broker"]["healthy"] is False
+        # A plain-text sender cannot get an error frame: it is closed 1013 instead.
+        await plain.send("during")
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                while True:
+                    await plain.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1013
+        restore()
+        assert await send_until_delivered(bo, ann, "out", within=20) < 20
+        assert await send_until_delivered(ann, bo, "out", within=5) < 5
+        assert eventually(lambda: a.get("/readyz").status_code == 200)
+
+
+async def test_redis_killed_for_10_seconds_then_restarted_loses_no_connection(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    a = start(cluster_env(own_redis, "node-a"))
+    b = start(cluster_env(own_redis, "node-b"))
+    await outage_behaviour(a, b, own_redis.kill, own_redis.start, seconds=10)
+
+
+async def test_redis_frozen_for_15_seconds_is_detected_and_survived(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    a = start(cluster_env(own_redis, "node-a"))
+    b = start(cluster_env(own_redis, "node-b"))
+    await outage_behaviour(
+        a,
+        b,
+        lambda: own_redis.signal(signal.SIGSTOP),
+        lambda: own_redis.signal(signal.SIGCONT),
+        seconds=15,
+    )
+
+
+async def test_killing_the_pubsub_connections_makes_both_nodes_resubscribe_within_5_seconds(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    a = start(cluster_env(own_redis, "node-a"))
+    b = start(cluster_env(own_redis, "node-b"))
+    async with member(a, "/ws/pubsub?user=ann") as ann, member(b, "/ws/pubsub?user=bo") as bo:
+        assert await send_until_delivered(bo, ann, "pubsub", within=5) < 5
+        killed = own_redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed >= 2
+        assert await send_until_delivered(bo, ann, "pubsub", within=5) < 5
+        assert await send_until_delivered(ann, bo, "pubsub", within=5) < 5
+    reconnects = [s.json("/status")["broker"]["reconnects"] for s in (a, b)]
+    assert all(r >= 1 for r in reconnects)
+
+
+async def test_a_node_started_with_redis_down_becomes_ready_when_redis_appears(
+    tmp_path: Any, start: StartServer
+) -> None:
+    port = free_port()
+    redis = RedisServer(tmp_path, port=port)
+    env = cluster_env(redis, "node-a")
+    # Ready it cannot be: wait for /healthz only, and watch /readyz.
+    server = start_server(tmp_path, env, ready_path="/healthz")
+    try:
+        assert server.get("/healthz").status_code == 200
+        assert server.get("/readyz").status_code == 503
+        await asyncio.sleep(5)
+        assert server.get("/readyz").status_code == 503
+        redis.start()
+        assert eventually(lambda: server.get("/readyz").status_code == 200, timeout=10)
+        async with member(server, "/ws/late") as late:
+            await late.send({"type": "send", "room": "late", "text": "works"})
+            assert (await late.recv_type("message"))["text"] == "works"
+    finally:
+        server.stop()
+        redis.stop()
+    assert "Traceback" not in server.log()
+
+
+async def test_two_workers_on_redis_behave_as_one_server(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    server = start(
+        {"CHAT_BROKER_URL": own_redis.url, "CHAT_RATE": "1000", "CHAT_BURST": "1000"},
+        args=["-w", "2", "-c", "config/hypercorn.toml"],
+    )
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(member(server, "/ws/one")) for _ in range(8)]
+        assert eventually(lambda: len(server.json("/status")["nodes"]) == 2)
+        readers = [asyncio.create_task(messages(c, 40)) for c in clients]
+        for n in range(40):
+            await clients[n % 8].send({"type": "send", "room": "one", "text": f"w{n}"})
+        streams = await asyncio.gather(*readers)
+    first = [(m["seq"], m["text"]) for m in streams[0]]
+    assert [seq for seq, _ in first] == list(range(1, 41))
+    for stream in streams[1:]:
+        assert [(m["seq"], m["text"]) for m in stream] == first
