@@ -229,11 +229,11 @@ class Connection:
                 elif self._closing is None:
                     self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
                 return
-        if publication.seq <= self._room_seq.get(room, 0):
-            if publication.epoch == self._epochs.get(room, publication.epoch):
-                return
+        if publication.epoch != self._epochs.get(room, publication.epoch):
             # The room started a new run (its broker state was lost): follow it.
             self._epochs[room] = publication.epoch
+        elif publication.seq <= self._room_seq.get(room, 0):
+            return
         self._room_seq[room] = publication.seq
         self.send(publication.text if self.session.protocol is Subprotocol.TEXT else frame)
 

@@ -25,7 +25,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 def _default_node_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname())[:100]
+    return f"{host}-{os.getpid()}"
 
 
 class SettingsError(ValueError):
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
 
     # repr=False: URLs and secrets may hold credentials; they never reach a log line.
     broker_url: str = Field(default="memory://", repr=False)
-    node_id: str = Field(default_factory=_default_node_id, min_length=1, max_length=128)
+    node_id: str = Field(default_factory=_default_node_id, pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
     heartbeat_interval: float = Field(default=25.0, gt=0)
     heartbeat_timeout: float = Field(default=10.0, gt=0)
     idle_after: float = Field(default=60.0, gt=0)

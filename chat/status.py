@@ -7,6 +7,7 @@ With ``CHAT_STATUS_TOKEN`` set they need ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import hmac
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
@@ -162,8 +163,11 @@ async def rooms(node: NodeDep, room: str | None = None) -> dict[str, list[dict[s
     for name, members in sorted(node.rooms.counts().items()):
         if room is not None and name != room:
             continue
-        latest = (await node.broker.recover(name, None)).latest
-        users = await node.broker.presence_users(name)
+        latest: int | None = None
+        users: list[str] | None = None
+        with suppress(BrokerUnavailable):  # the room's shared state needs the broker
+            latest = (await node.broker.recover(name, None)).latest
+            users = await node.broker.presence_users(name)
         found.append({"room": name, "members": members, "users": users, "seq": latest})
     return {"rooms": found}
 

@@ -39,9 +39,12 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *, keep_data: bool = False) -> None:
+        """Start (again); from the last ``SAVE`` only with ``keep_data``, else empty."""
         binary = shutil.which("redis-server")
         assert binary is not None
+        if not keep_data:
+            (self.directory / "dump.rdb").unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [
                 binary,

@@ -1,18 +1,23 @@
 """The Redis broker: many processes and hosts share rooms, presence and session caps.
 
-Keys (room ids are checked before they get here):
+Keys (room ids, user names and node ids are checked before they get here,
+and each kind of key has its own prefix, so no two can collide):
 
-* ``chat:{room}:meta`` hash ``seq``, ``epoch``; ``chat:{room}:log`` stream of
-  the last ``CHAT_HISTORY_SIZE`` publications; ``chat:{room}`` the room's
-  pub/sub channel (publications and presence changes, JSON).
-* ``chat:presence:{room}`` hash user -> sessions; ``chat:sessions`` hash
-  user -> sessions (the per-user cap).
+* ``chat:room:{room}:meta`` hash ``seq``, ``epoch``; ``chat:room:{room}:log``
+  stream of the last ``CHAT_HISTORY_SIZE`` publications;
+  ``chat:room:{room}:presence`` hash user -> sessions; ``chat:room:{room}`` the
+  room's pub/sub channel (publications and presence changes, JSON).
+* ``chat:sessions`` hash user -> sessions (the per-user cap).
 * ``chat:nodes`` sorted set node -> last heartbeat (Redis time);
-  ``chat:node:{node}`` hash ``sessions``, ``last_seen``; and each node's own
-  share of presence and sessions, ``chat:node:{node}:presence`` and
+  ``chat:node:{node}:info`` hash ``sessions``, ``last_seen``; and each node's
+  own share of presence and sessions, ``chat:node:{node}:presence`` and
   ``chat:node:{node}:claims``, so that a node that dies (no heartbeat for
-  :data:`DEAD_AFTER` seconds) is reaped by the others: its sessions leave
-  presence, caps and the node list.
+  :data:`DEAD_AFTER` seconds) is reaped by the others: its users leave
+  presence (announced), its sessions leave the caps and the node list.
+
+A room's ``epoch`` is its stored run name plus the Redis server's ``run_id``:
+a Redis that restarted (empty, or from an older snapshot) starts new runs,
+so no ``seq`` is ever reused under the same epoch.
 
 Publishing is one Lua script: the room's next ``seq``, the stream entry and
 the ``PUBLISH``. One pub/sub connection per process carries every local room,
@@ -21,10 +26,12 @@ end to end: every second the node publishes a canary to itself, and it is
 unhealthy when the canary stops coming back within :data:`CANARY_DEADLINE`,
 which also catches a subscription that went deaf silently. Every command has
 a short timeout and no hidden retries, so a sender is refused within about a
-second during an outage, never blocked. The subscriber runs in a loop that
-cannot die: it reconnects with capped, jittered backoff (reset on success),
-resubscribes every local room, re-asserts this node's presence and sessions,
-and fills any gap in each room from its stream.
+second during an outage, never blocked; an error reply from Redis (a bug, not
+an outage) is logged and fails only that call. The subscriber runs in a loop
+that cannot die: it reconnects with capped, jittered backoff (reset once a
+canary came back), resubscribes every local room, re-asserts this node's
+share of presence and sessions (announcing what changed), and fills each
+room's gap from its stream while holding that room's live messages back.
 
 Only JSON travels on the bus.
 """
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -40,12 +48,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import orjson
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 from chat.brokers.base import BrokerUnavailable, Deliver, Snapshot
 from chat.clock import Clock
@@ -68,6 +77,8 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 #: How long a room's ``seq`` and history live without a publish, at least.
 MIN_ROOM_TTL = 60.0
+#: Rooms whose gaps are filled at once after a reconnect.
+FILL_CONCURRENCY = 16
 #: Separates room and user in a node's presence hash (neither may contain it).
 SEP = "\x1f"
 
@@ -77,6 +88,7 @@ if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
+epoch = epoch .. '.' .. ARGV[6]
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local body = '{"k":"m","seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[1]
 if tonumber(ARGV[3]) > 0 then
@@ -88,6 +100,8 @@ redis.call('PUBLISH', ARGV[5], body)
 return {seq, epoch}
 """
 
+# The latest seq and epoch, Redis time (ms), and with a since the newest
+# (seq - since) stream entries as id, body pairs, newest first.
 RECOVER = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -95,14 +109,19 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local now = redis.call('TIME')
 local entries = {}
-if ARGV[3] == '1' then
-  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
-    table.insert(entries, entry[2][2])
+if ARGV[3] ~= '' then
+  local missing = seq - tonumber(ARGV[3])
+  if missing > 0 then
+    for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', missing)) do
+      table.insert(entries, entry[1])
+      table.insert(entries, entry[2][2])
+    end
   end
 end
-return {seq, epoch, entries}
+return {seq, epoch .. '.' .. ARGV[4], now[1] * 1000 + math.floor(now[2] / 1000), entries}
 """
 
 PRESENCE_ENTER = """
@@ -142,49 +161,63 @@ return 1
 
 # Say this node is alive (Redis time), with its session count, and keep the
 # seq and history of its rooms from expiring while it has members there.
+# Returns 1 when the node was not in the list (new, or reaped meanwhile).
 HEARTBEAT = """
 local now = redis.call('TIME')
 local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
-redis.call('ZADD', KEYS[1], seconds, ARGV[1])
+local added = redis.call('ZADD', KEYS[1], seconds, ARGV[1])
 redis.call('HSET', KEYS[2], 'sessions', ARGV[2], 'last_seen', tostring(seconds))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 for i = 5, #ARGV do
-  redis.call('PEXPIRE', 'chat:' .. ARGV[i] .. ':meta', ARGV[4])
-  redis.call('PEXPIRE', 'chat:' .. ARGV[i] .. ':log', ARGV[4])
+  redis.call('PEXPIRE', 'chat:room:' .. ARGV[i] .. ':meta', ARGV[4])
+  redis.call('PEXPIRE', 'chat:room:' .. ARGV[i] .. ':log', ARGV[4])
 end
-return 1
+return added
 """
 
 NODES = """
 local now = redis.call('TIME')
 local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], seconds - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (seconds - tonumber(ARGV[1])))
+local cutoff = seconds - tonumber(ARGV[1])
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], cutoff, '+inf', 'WITHSCORES')
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff)
 local found = {}
 for i = 1, #live, 2 do
-  local sessions = redis.call('HGET', 'chat:node:' .. live[i], 'sessions') or '0'
+  local sessions = redis.call('HGET', 'chat:node:' .. live[i] .. ':info', 'sessions') or '0'
   table.insert(found, {live[i], sessions, live[i + 1]})
 end
 return {found, dead}
 """
 
-# Reap a dead node: its presence and sessions leave the shared counts; the
-# (room, user) pairs that emptied are returned for presence leave events.
+# Reap a node that is still dead (or this node, leaving: ARGV[4] = '1'): its
+# presence and sessions leave the shared counts; the (room, user) pairs that
+# emptied are returned, for presence leave events.
 REAP = """
 local node = ARGV[1]
+if ARGV[4] ~= '1' then
+  local score = redis.call('ZSCORE', KEYS[1], node)
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) + tonumber(now[2]) / 1000000 - tonumber(ARGV[3])
+  if not score or tonumber(score) >= cutoff then return {} end
+end
 local presence = 'chat:node:' .. node .. ':presence'
 local claims = 'chat:node:' .. node .. ':claims'
 local left = {}
 local fields = redis.call('HGETALL', presence)
 for i = 1, #fields, 2 do
   local sep = string.find(fields[i], ARGV[2], 1, true)
-  local room = string.sub(fields[i], 1, sep - 1)
-  local user = string.sub(fields[i], sep + 1)
-  local key = 'chat:presence:' .. room
-  if redis.call('HINCRBY', key, user, -tonumber(fields[i + 1])) <= 0 then
-    redis.call('HDEL', key, user)
-    table.insert(left, room)
-    table.insert(left, user)
+  if sep then
+    local room = string.sub(fields[i], 1, sep - 1)
+    local user = string.sub(fields[i], sep + 1)
+    local key = 'chat:room:' .. room .. ':presence'
+    local before = tonumber(redis.call('HGET', key, user) or '0')
+    if redis.call('HINCRBY', key, user, -tonumber(fields[i + 1])) <= 0 then
+      redis.call('HDEL', key, user)
+      if before > 0 then
+        table.insert(left, room)
+        table.insert(left, user)
+      end
+    end
   end
 end
 fields = redis.call('HGETALL', claims)
@@ -193,72 +226,87 @@ for i = 1, #fields, 2 do
     redis.call('HDEL', KEYS[2], fields[i])
   end
 end
-redis.call('DEL', presence, claims, 'chat:node:' .. node)
+redis.call('DEL', presence, claims, 'chat:node:' .. node .. ':info')
 redis.call('ZREM', KEYS[1], node)
 return left
 """
 
-# Make this node's share match what it really holds (after an outage, or a
+# Make this node's share match what it holds (after an outage, a reap, or a
 # Redis that restarted empty): apply the differences to the shared counts.
+# Returns {joined pairs, left pairs} of presence that appeared or emptied.
 SYNC = """
 local node = ARGV[1]
-local function sync(mine, shared_of, wanted)
+local joined, left = {}, {}
+local function apply(key, member, delta, track)
+  local before = tonumber(redis.call('HGET', key, member) or '0')
+  local after = redis.call('HINCRBY', key, member, delta)
+  if after <= 0 then redis.call('HDEL', key, member) end
+  return before, after
+end
+local function sync(mine, shared_of, wanted, track)
   local have = {}
   local fields = redis.call('HGETALL', mine)
   for i = 1, #fields, 2 do have[fields[i]] = tonumber(fields[i + 1]) end
-  for field, count in pairs(wanted) do
-    local delta = count - (have[field] or 0)
-    if delta ~= 0 then
-      local key, member = shared_of(field)
-      if redis.call('HINCRBY', key, member, delta) <= 0 then redis.call('HDEL', key, member) end
-    end
-    have[field] = nil
-  end
+  local deltas = {}
+  for field, count in pairs(wanted) do deltas[field] = count - (have[field] or 0) end
   for field, count in pairs(have) do
-    local key, member = shared_of(field)
-    if redis.call('HINCRBY', key, member, -count) <= 0 then redis.call('HDEL', key, member) end
+    if wanted[field] == nil then deltas[field] = -count end
+  end
+  for field, delta in pairs(deltas) do
+    if delta ~= 0 then
+      local key, member, room = shared_of(field)
+      if key then
+        local before, after = apply(key, member, delta)
+        if track and before <= 0 and after > 0 then
+          table.insert(joined, room); table.insert(joined, member)
+        elseif track and before > 0 and after <= 0 then
+          table.insert(left, room); table.insert(left, member)
+        end
+      end
+    end
   end
   redis.call('DEL', mine)
-  for field, count in pairs(wanted) do redis.call('HSET', mine, field, count) end
+  for field, count in pairs(wanted) do
+    if count > 0 then redis.call('HSET', mine, field, count) end
+  end
 end
-local presence = cjson.decode(ARGV[2])
-local claims = cjson.decode(ARGV[3])
 sync('chat:node:' .. node .. ':presence', function(field)
   local sep = string.find(field, ARGV[4], 1, true)
-  return 'chat:presence:' .. string.sub(field, 1, sep - 1), string.sub(field, sep + 1)
-end, presence)
-sync('chat:node:' .. node .. ':claims', function(field) return KEYS[1], field end, claims)
-return 1
+  if not sep then return nil end
+  local room = string.sub(field, 1, sep - 1)
+  return 'chat:room:' .. room .. ':presence', string.sub(field, sep + 1), room
+end, cjson.decode(ARGV[2]), true)
+sync('chat:node:' .. node .. ':claims', function(field)
+  return KEYS[1], field, nil
+end, cjson.decode(ARGV[3]), false)
+return {joined, left}
 """
 
-
 SCRIPTS = {
-    "PUBLISH": PUBLISH,
-    "RECOVER": RECOVER,
-    "PRESENCE_ENTER": PRESENCE_ENTER,
-    "PRESENCE_LEAVE": PRESENCE_LEAVE,
-    "CLAIM": CLAIM,
-    "RELEASE": RELEASE,
-    "HEARTBEAT": HEARTBEAT,
-    "NODES": NODES,
-    "REAP": REAP,
-    "SYNC": SYNC,
+    "publish": PUBLISH,
+    "recover": RECOVER,
+    "presence_enter": PRESENCE_ENTER,
+    "presence_leave": PRESENCE_LEAVE,
+    "claim": CLAIM,
+    "release": RELEASE,
+    "heartbeat": HEARTBEAT,
+    "nodes": NODES,
+    "reap": REAP,
+    "sync": SYNC,
 }
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password (and user) replaced by ``***``."""
+    """``url`` as ``scheme://host:port/db``: no user, password or query (``?password=``)."""
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _channel(room: str) -> str:
-    return f"chat:{room}"
+def _room(room: str) -> str:
+    return f"chat:room:{room}"
 
 
 class RedisBroker:
@@ -276,27 +324,40 @@ class RedisBroker:
         dead_after: float = DEAD_AFTER,
     ) -> None:
         self._url = url
-        self._heartbeat_interval = heartbeat_interval
-        self._dead_after = dead_after
         self._clock = clock
         self._node = node_id
         self._history_size = history_size
         self._history_ttl = history_ttl
+        self._heartbeat_interval = heartbeat_interval
+        self._dead_after = dead_after
         self._room_ttl_ms = int(max(history_ttl, MIN_ROOM_TTL) * 1000)
         self._redis: Redis | None = None
+        self._listener: Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._pubsub: PubSub | None = None
+        self._group: TaskGroup | None = None
         self._deliver: Deliver | None = None
         self._snapshot: Snapshot | None = None
+        #: The Redis server's run: part of every epoch (a restart starts new runs).
+        self._run = ""
         #: Rooms this node wants delivered (subscribed or to resubscribe).
         self._rooms: set[str] = set()
-        #: The last seq handed to ``deliver`` per room (and its epoch), for gap filling.
+        #: The last (epoch, seq) handed to ``deliver`` per room, for gap filling.
         self._delivered: dict[str, tuple[str, int]] = {}
+        #: Rooms being filled from their streams: live messages wait here meanwhile.
+        self._filling: dict[str, list[Publication]] = {}
+        self._fill_slots = anyio.Semaphore(FILL_CONCURRENCY)
         self._confirmations: dict[str, anyio.Event] = {}
+        #: This node's share of presence and sessions, as it means it to be in Redis.
+        self._presence: Counter[tuple[str, str]] = Counter()
+        self._claims: Counter[str] = Counter()
+        self._share_lock = anyio.Lock()
         self._subscribed = False
         self._commands_ok = False
         self._canary_seen: float | None = None
+        self._canary_heard = False
         self._reconnect = anyio.Event()
+        self._logged: str | None = None
         self.reconnects = 0
         self.last_error: str | None = None
         self.canary_lag_ms: float | None = None
@@ -321,28 +382,38 @@ class RedisBroker:
             "canary_lag_ms": self.canary_lag_ms,
         }
 
-    def _failed(self, error: BaseException) -> None:
-        self._commands_ok = False
-        self.last_error = type(error).__name__
-        self._reconnect.set()
-
     async def _call(self, command: Awaitable[T]) -> T:
-        """Run one command within :data:`COMMAND_TIMEOUT`; BrokerUnavailable otherwise."""
+        """Run one command within the timeout; :class:`BrokerUnavailable` otherwise.
+
+        A connection problem or timeout marks the broker down (and rebuilds the
+        subscription); an error reply (a bug, not an outage) only fails this call.
+        """
         try:
             with anyio.fail_after(COMMAND_TIMEOUT * 2):
                 result = await command
+        except ResponseError as error:
+            self._log_once(f"redis refused a command: {error}")
+            raise BrokerUnavailable("redis refused the command") from None
         except (RedisError, OSError, TimeoutError) as error:
-            self._failed(error)
+            self._commands_ok = False
+            self.last_error = type(error).__name__
+            self._reconnect.set()
             raise BrokerUnavailable(type(error).__name__) from None
         self._commands_ok = True
         return result
 
-    def _client(self) -> Redis:
+    def _log_once(self, message: str) -> None:
+        """Log a problem once in a row, not on every beat of a loop."""
+        if message != self._logged:
+            self._logged = message
+            log.error(message)
+
+    def _client(self, *, retries: int) -> Redis:
         return Redis.from_url(
             self._url,
             socket_timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=COMMAND_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
             health_check_interval=0,
             decode_responses=True,
             client_name=f"chat-{self._node}",
@@ -355,17 +426,22 @@ class RedisBroker:
     ) -> None:
         self._deliver = deliver
         self._snapshot = snapshot
-        self._redis = self._client()
-        self._scripts = {
-            name.lower(): self._redis.register_script(source) for name, source in SCRIPTS.items()
-        }
+        # Commands get one immediate retry, on a broken connection only (a pooled
+        # socket that died with a restarted Redis), never on a timeout, so a
+        # frozen Redis still fails a call within the bound. The subscription
+        # gets none: its loss must surface here, to resubscribe and resync.
+        self._redis = self._client(retries=1)
+        self._listener = self._client(retries=0)
+        self._scripts = {name: self._redis.register_script(s) for name, s in SCRIPTS.items()}
         task_status.started()
         try:
             async with anyio.create_task_group() as group:
+                self._group = group
                 group.start_soon(self._subscriber)
-                group.start_soon(self._canaries)
-                group.start_soon(self._heartbeats)
+                group.start_soon(self._forever, self._canary_beat, CANARY_INTERVAL)
+                group.start_soon(self._forever, self._heartbeat, self._heartbeat_interval)
         finally:
+            self._group = None
             self._deliver = None
             self._subscribed = False
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
@@ -373,13 +449,26 @@ class RedisBroker:
                 # Leave the cluster now rather than wait to be reaped: release
                 # whatever this node still counts, and tell the others.
                 with suppress(BrokerUnavailable):
-                    await self._reap_node(self._node)
+                    await self._reap_node(self._node, leaving=True)
                 await self._redis.aclose()
+                await self._listener.aclose()
+
+    async def _forever(self, beat: Any, interval: float) -> None:
+        """Run ``beat`` every ``interval`` seconds; nothing it raises stops the loop."""
+        while True:
+            try:
+                await beat()
+            except BrokerUnavailable:
+                pass
+            except Exception:
+                log.exception("redis broker: %s failed", beat.__name__)
+            await self._clock.sleep(interval)
 
     async def _subscriber(self) -> None:
         """Keep one subscription carrying every local room, whatever happens."""
         backoff = BACKOFF_FIRST
         while True:
+            self._canary_heard = False
             try:
                 await self._serve_subscription()
             except anyio.get_cancelled_exc_class():
@@ -388,7 +477,7 @@ class RedisBroker:
                 if self._subscribed:
                     log.warning("redis subscription lost (%s); reconnecting", type(error).__name__)
                 self.last_error = type(error).__name__
-            if self._subscribed:  # it had worked: start the backoff over
+            if self._canary_heard:  # it had really worked: start the backoff over
                 backoff = BACKOFF_FIRST
             self._subscribed = False
             self.reconnects += 1
@@ -398,22 +487,31 @@ class RedisBroker:
 
     async def _serve_subscription(self) -> None:
         assert self._redis is not None
+        assert self._listener is not None
         self._reconnect = anyio.Event()
-        pubsub = self._redis.pubsub()
+        with anyio.fail_after(COMMAND_TIMEOUT * 2):
+            info = await self._redis.info("server")
+        self._run = str(info.get("run_id", ""))[:8]
+        pubsub = self._listener.pubsub()
         self._pubsub = pubsub
-        channels = [self._canary, *(_channel(room) for room in self._rooms)]
+        channels = [self._canary, *(_room(room) for room in self._rooms)]
         with anyio.fail_after(COMMAND_TIMEOUT * 4):
             await pubsub.subscribe(*channels)
             pending = set(channels)
             while pending:
                 message = await pubsub.get_message(timeout=COMMAND_TIMEOUT)
-                if message is not None and message["type"] == "subscribe":
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
                     pending.discard(message["channel"])
+                else:
+                    await self._on_message(message)
         self._subscribed = True
         self._canary_seen = self._clock.now()
         log.info("redis subscription ready: %d rooms", len(self._rooms))
-        await self._sync()
-        await self._fill_gaps(list(self._rooms))
+        await self._resync()
+        for room in list(self._rooms):
+            self._start_fill(room)
         while not self._reconnect.is_set():
             message = await pubsub.get_message(timeout=COMMAND_TIMEOUT)
             if message is not None:
@@ -444,148 +542,179 @@ class RedisBroker:
         if channel == self._canary:
             now = self._clock.now()
             self._canary_seen = now
+            self._canary_heard = True
             with suppress(ValueError):
                 self.canary_lag_ms = round((now - float(message["data"])) * 1000, 1)
             return
         try:
             data = orjson.loads(message["data"])
-        except orjson.JSONDecodeError:
+            if data.get("k") == "p":
+                change = PresenceChange(data["room"], data["event"], data["user"], data["origin"])
+                if change.room in self._rooms and self._deliver is not None:
+                    self._deliver(change)
+                return
+            publication = _publication(data)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("ignoring a malformed message on %s", channel)
             return
-        if data.get("k") == "p":
-            self._hand_over(
-                PresenceChange(data["room"], data["event"], data["user"], data["origin"])
-            )
-            return
-        publication = _publication(data)
-        known = self._delivered.get(publication.room)
-        if known is not None and known[0] == publication.epoch and publication.seq > known[1] + 1:
-            # A gap (messages published while this node was deaf): fill it first.
-            await self._fill_gaps([publication.room])
         self._hand_over(publication)
 
-    def _hand_over(self, item: Publication | PresenceChange) -> None:
-        if item.room not in self._rooms:
+    def _hand_over(self, publication: Publication) -> None:
+        """Deliver ``publication`` once, in order: a gap is filled from the stream first."""
+        room = publication.room
+        if room not in self._rooms:
             return
-        if isinstance(item, Publication):
-            known = self._delivered.get(item.room)
-            if known is not None and known[0] == item.epoch and item.seq <= known[1]:
+        held = self._filling.get(room)
+        if held is not None:
+            held.append(publication)
+            return
+        known = self._delivered.get(room)
+        if known is not None:
+            epoch, seq = known
+            if epoch == publication.epoch and publication.seq <= seq:
                 return
-            self._delivered[item.room] = (item.epoch, item.seq)
+            if publication.seq > (seq + 1 if epoch == publication.epoch else 1):
+                # Missed messages (a deaf spell, or a new run begun meanwhile).
+                self._start_fill(room)
+                self._filling[room].append(publication)
+                return
+        self._deliver_now(publication)
+
+    def _deliver_now(self, publication: Publication) -> None:
+        known = self._delivered.get(publication.room)
+        if known is not None and known[0] == publication.epoch and publication.seq <= known[1]:
+            return
+        self._delivered[publication.room] = (publication.epoch, publication.seq)
         if self._deliver is not None:
-            self._deliver(item)
+            self._deliver(publication)
 
-    async def _fill_gaps(self, rooms: list[str]) -> None:
-        """Deliver what each room's stream has after what this node last delivered."""
-        for room in rooms:
-            known = self._delivered.get(room)
-            if known is None:
-                continue
-            try:
-                recovery = await self.recover(room, known[1], known[0])
-            except BrokerUnavailable:
-                return
-            for publication in recovery.publications:
-                self._hand_over(publication)
+    def _start_fill(self, room: str) -> None:
+        if room in self._filling or room not in self._delivered or self._group is None:
+            return
+        self._filling[room] = []
+        self._group.start_soon(self._fill, room)
 
-    async def _canaries(self) -> None:
-        while True:
-            await self._clock.sleep(CANARY_INTERVAL)
-            assert self._redis is not None
-            with suppress(BrokerUnavailable):
-                await self._call(self._redis.publish(self._canary, str(self._clock.now())))
-            seen = self._canary_seen
-            if self._subscribed and (seen is None or self._clock.now() - seen > CANARY_DEADLINE):
-                # Commands work but the subscription hears nothing: rebuild it.
-                self.last_error = "canary lost"
-                self._reconnect.set()
+    async def _fill(self, room: str) -> None:
+        """Deliver what the stream has after what this node last delivered, then what waited.
 
-    async def _heartbeats(self) -> None:
-        while True:
-            try:
-                await self._heartbeat()
-                await self._reap()
-            except BrokerUnavailable:
-                pass
-            await self._clock.sleep(self._heartbeat_interval)
+        Whatever is kept is delivered, even when the history no longer covers
+        the whole gap (clients see the gap in ``seq`` and recover themselves).
+        """
+        try:
+            async with self._fill_slots:
+                epoch, seq = self._delivered[room]
+                _, current, kept = await self._kept_after(room, seq)
+                if current != epoch:
+                    # A new run of the room began meanwhile: deliver what it kept.
+                    _, current, kept = await self._kept_after(room, 0)
+                for publication in kept:
+                    self._deliver_now(publication)
+        except (BrokerUnavailable, KeyError):
+            pass  # the live messages still go out; the next reconnect fills again
+        finally:
+            for publication in sorted(self._filling.pop(room, []), key=lambda p: p.seq):
+                self._deliver_now(publication)
+
+    async def _canary_beat(self) -> None:
+        assert self._redis is not None
+        await self._call(self._redis.publish(self._canary, str(self._clock.now())))
+        seen = self._canary_seen
+        if self._subscribed and (seen is None or self._clock.now() - seen > CANARY_DEADLINE):
+            # Commands work but the subscription hears nothing: rebuild it.
+            self.last_error = "canary lost"
+            self._reconnect.set()
 
     async def _heartbeat(self) -> None:
-        assert self._redis is not None
         assert self._snapshot is not None
-        state = self._snapshot()
-        await self._call(
+        assert self._redis is not None
+        info = await self._call(self._redis.info("server"))
+        if self._subscribed and str(info.get("run_id", ""))[:8] != self._run:
+            # Redis restarted under us (from a snapshot, or empty): new runs for
+            # every room, and this node's share to re-assert. Start over.
+            self._subscribed = False
+            self.last_error = "redis restarted"
+            self._reconnect.set()
+            return
+        added = await self._call(
             self._scripts["heartbeat"](
-                keys=["chat:nodes", f"chat:node:{self._node}"],
+                keys=["chat:nodes", f"chat:node:{self._node}:info"],
                 args=[
                     self._node,
-                    state.sessions,
+                    self._snapshot().sessions,
                     int(self._dead_after * 2000),
                     self._room_ttl_ms,
                     *sorted(self._rooms),
                 ],
             )
         )
-
-    async def _reap(self) -> None:
-        assert self._redis is not None
-        _live, dead = await self._call(
+        if added and self._subscribed:
+            # This node was not in the list: reaped while slow, or Redis restarted.
+            await self._resync()
+        _, dead = await self._call(
             self._scripts["nodes"](keys=["chat:nodes"], args=[self._dead_after])
         )
         for node in dead:
             if node != self._node:
-                log.info("node %s stopped answering: reaping it", node)
                 await self._reap_node(node)
 
-    async def _reap_node(self, node: str) -> None:
-        """Release a node's presence and sessions, drop it from the list, announce leaves."""
+    async def _reap_node(self, node: str, *, leaving: bool = False) -> None:
+        """Release a dead node's presence and sessions and announce who left."""
         left = await self._call(
-            self._scripts["reap"](keys=["chat:nodes", "chat:sessions"], args=[node, SEP])
-        )
-        for room, user in zip(left[::2], left[1::2], strict=True):
-            await self.announce(PresenceChange(room, "leave", user, ""))
-
-    async def _sync(self) -> None:
-        """Make this node's share of presence and sessions in Redis match what it holds."""
-        assert self._redis is not None
-        assert self._snapshot is not None
-        state = self._snapshot()
-        presence = {f"{room}{SEP}{user}": n for (room, user), n in state.presence.items()}
-        await self._call(
-            self._scripts["sync"](
-                keys=["chat:sessions"],
-                args=[
-                    self._node,
-                    orjson.dumps(presence or {}).decode(),
-                    orjson.dumps(state.claims or {}).decode(),
-                    SEP,
-                ],
+            self._scripts["reap"](
+                keys=["chat:nodes", "chat:sessions"],
+                args=[node, SEP, self._dead_after, "1" if leaving else "0"],
             )
         )
+        if left and not leaving:
+            log.info("node %s stopped answering: reaped", node)
+        await self._announce_pairs(left, "leave")
+
+    async def _resync(self) -> None:
+        """Make this node's share in Redis match what it holds; announce what changed."""
+        async with self._share_lock:
+            presence = {f"{room}{SEP}{user}": n for (room, user), n in self._presence.items()}
+            joined, left = await self._call(
+                self._scripts["sync"](
+                    keys=["chat:sessions"],
+                    args=[
+                        self._node,
+                        _json_object(presence),
+                        _json_object(dict(self._claims)),
+                        SEP,
+                    ],
+                )
+            )
+        await self._announce_pairs(joined, "join")
+        await self._announce_pairs(left, "leave")
+
+    async def _announce_pairs(self, pairs: list[str], event: str) -> None:
+        for room, user in zip(pairs[::2], pairs[1::2], strict=True):
+            await self.announce(
+                PresenceChange(room, "join" if event == "join" else "leave", user, "")
+            )
 
     # -- the broker interface ----------------------------------------------------
 
     async def publish(self, draft: Draft) -> Publication:
         if not self.healthy:
             raise BrokerUnavailable("broker unhealthy")
-        assert self._redis is not None
-        body = orjson.dumps(
-            {
-                "room": draft.room,
-                "user": draft.user,
-                "text": draft.text,
-                "id": draft.id,
-                "ts": draft.ts,
-            }
-        ).decode()[1:]
+        fields = {
+            "room": draft.room,
+            "user": draft.user,
+            "text": draft.text,
+            "id": draft.id,
+            "ts": draft.ts,
+        }
         seq, epoch = await self._call(
             self._scripts["publish"](
-                keys=[f"chat:{draft.room}:meta", f"chat:{draft.room}:log"],
+                keys=[f"{_room(draft.room)}:meta", f"{_room(draft.room)}:log"],
                 args=[
-                    body,
+                    orjson.dumps(fields).decode()[1:],
                     new_epoch(),
                     self._history_size if self._history_ttl else 0,
                     self._room_ttl_ms,
-                    _channel(draft.room),
+                    _room(draft.room),
+                    self._run,
                 ],
             )
         )
@@ -600,37 +729,33 @@ class RedisBroker:
         )
 
     async def subscribe(self, room: str) -> None:
-        if not self.healthy or self._pubsub is None:
+        pubsub = self._pubsub
+        if not self.healthy or pubsub is None:
             raise BrokerUnavailable("broker unhealthy")
-        channel = _channel(room)
+        channel = _room(room)
         confirmed = self._confirmations[channel] = anyio.Event()
         self._rooms.add(room)
         try:
-            await self._call(self._pubsub.subscribe(channel))
+            await self._call(pubsub.subscribe(channel))
             with anyio.fail_after(COMMAND_TIMEOUT * 2):
                 await confirmed.wait()
-        except (BrokerUnavailable, TimeoutError):
+        except BaseException as error:
             self._rooms.discard(room)
             self._confirmations.pop(channel, None)
-            self._reconnect.set()
-            raise BrokerUnavailable("subscribe failed") from None
+            if isinstance(error, BrokerUnavailable | TimeoutError):
+                self._reconnect.set()
+                raise BrokerUnavailable("subscribe failed") from None
+            raise
 
     async def unsubscribe(self, room: str) -> None:
         self._rooms.discard(room)
         self._delivered.pop(room, None)
         pubsub = self._pubsub
         if pubsub is not None and self._subscribed:
-            await self._call(pubsub.unsubscribe(_channel(room)))
+            await self._call(pubsub.unsubscribe(_room(room)))
 
     async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
-        assert self._redis is not None
-        seq, current, entries = await self._call(
-            self._scripts["recover"](
-                keys=[f"chat:{room}:meta", f"chat:{room}:log"],
-                args=[new_epoch(), self._room_ttl_ms, "1" if since is not None else "0"],
-            )
-        )
-        latest, current = int(seq), str(current)
+        latest, current, kept = await self._kept_after(room, since)
         if room in self._rooms and room not in self._delivered:
             # The first local member's view of the room: later gaps are filled from here.
             self._delivered[room] = (current, latest)
@@ -638,39 +763,63 @@ class RedisBroker:
             return Recovery(latest, current)
         if since == latest:
             return Recovery(latest, current, complete=True)
-        horizon = self._clock.time() - self._history_ttl
-        kept = [
-            p
-            for p in (_publication(orjson.loads(raw)) for raw in entries)
-            if p.seq > since and p.ts > horizon and p.epoch == current
-        ]
         if not kept or kept[0].seq != since + 1 or kept[-1].seq != latest:
             return Recovery(latest, current)
         return Recovery(latest, current, tuple(kept), complete=True)
 
-    async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
-        assert self._redis is not None
-        count, users = await self._call(
-            self._scripts["presence_enter"](
-                keys=[f"chat:presence:{room}", f"chat:node:{self._node}:presence"],
-                args=[user, f"{room}{SEP}{user}"],
+    async def _kept_after(self, room: str, since: int | None) -> tuple[int, str, list[Publication]]:
+        """The room's latest seq and epoch, and its kept messages after ``since``, in order."""
+        seq, current, now_ms, entries = await self._call(
+            self._scripts["recover"](
+                keys=[f"{_room(room)}:meta", f"{_room(room)}:log"],
+                args=[new_epoch(), self._room_ttl_ms, "" if since is None else since, self._run],
             )
         )
+        current = str(current)
+        # Redis time decides what is too old: no node's clock skews it.
+        horizon_ms = int(now_ms) - self._history_ttl * 1000
+        kept: list[Publication] = []
+        for entry_id, raw in reversed(list(zip(entries[::2], entries[1::2], strict=True))):
+            publication = _publication(orjson.loads(raw))
+            fresh = int(str(entry_id).partition("-")[0]) > horizon_ms
+            if (
+                fresh
+                and publication.epoch == current
+                and since is not None
+                and publication.seq > since
+            ):
+                kept.append(publication)
+        return int(seq), current, kept
+
+    # This node's share changes, and its resync, hold one lock: a resync never
+    # races a change in flight, so the share in Redis always converges on
+    # the counts kept here.
+
+    async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
+        async with self._share_lock:
+            count, users = await self._call(
+                self._scripts["presence_enter"](
+                    keys=[f"{_room(room)}:presence", f"chat:node:{self._node}:presence"],
+                    args=[user, f"{room}{SEP}{user}"],
+                )
+            )
+            self._presence[room, user] += 1
         return int(count) == 1, sorted(users)
 
     async def presence_leave(self, room: str, user: str) -> bool:
-        assert self._redis is not None
-        last = await self._call(
-            self._scripts["presence_leave"](
-                keys=[f"chat:presence:{room}", f"chat:node:{self._node}:presence"],
-                args=[user, f"{room}{SEP}{user}"],
+        async with self._share_lock:
+            self._forget(self._presence, (room, user))
+            last = await self._call(
+                self._scripts["presence_leave"](
+                    keys=[f"{_room(room)}:presence", f"chat:node:{self._node}:presence"],
+                    args=[user, f"{room}{SEP}{user}"],
+                )
             )
-        )
         return bool(last)
 
     async def presence_users(self, room: str) -> list[str]:
         assert self._redis is not None
-        users: list[str] = await self._call(self._redis.hkeys(f"chat:presence:{room}"))  # type: ignore[arg-type]
+        users: list[str] = await self._call(self._redis.hkeys(f"{_room(room)}:presence"))  # type: ignore[arg-type]
         return sorted(users)
 
     async def announce(self, change: PresenceChange) -> None:
@@ -684,31 +833,45 @@ class RedisBroker:
                 "origin": change.origin,
             }
         )
-        await self._call(self._redis.publish(_channel(change.room), body))
+        await self._call(self._redis.publish(_room(change.room), body))
 
     async def claim_session(self, user: str, cap: int) -> bool:
-        assert self._redis is not None
-        claimed = await self._call(
-            self._scripts["claim"](
-                keys=["chat:sessions", f"chat:node:{self._node}:claims"], args=[user, cap]
+        async with self._share_lock:
+            claimed = await self._call(
+                self._scripts["claim"](
+                    keys=["chat:sessions", f"chat:node:{self._node}:claims"], args=[user, cap]
+                )
             )
-        )
+            if claimed:
+                self._claims[user] += 1
         return bool(claimed)
 
     async def release_session(self, user: str) -> None:
-        assert self._redis is not None
-        await self._call(
-            self._scripts["release"](
-                keys=["chat:sessions", f"chat:node:{self._node}:claims"], args=[user]
+        async with self._share_lock:
+            self._forget(self._claims, user)
+            await self._call(
+                self._scripts["release"](
+                    keys=["chat:sessions", f"chat:node:{self._node}:claims"], args=[user]
+                )
             )
-        )
+
+    @staticmethod
+    def _forget(counter: Counter[Any], key: Any) -> None:
+        counter[key] -= 1
+        if counter[key] <= 0:
+            del counter[key]
 
     async def nodes(self) -> list[NodeInfo] | None:
-        assert self._redis is not None
         live, _ = await self._call(
             self._scripts["nodes"](keys=["chat:nodes"], args=[self._dead_after])
         )
         return [NodeInfo(node, int(sessions), float(seen)) for node, sessions, seen in live]
+
+
+def _json_object(mapping: dict[str, int]) -> str:
+    # cjson turns an empty JSON object into an empty Lua table, like an array:
+    # both iterate as nothing, which is what an empty share means.
+    return orjson.dumps(mapping).decode()
 
 
 def _publication(data: dict[str, Any]) -> Publication:

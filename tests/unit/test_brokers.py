@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from chat.brokers import Broker, Draft, open_broker
+from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
 from chat.clock import Clock, FakeClock, MonotonicClock
 from chat.envelope import NodeState, PresenceChange, Publication
@@ -270,7 +270,7 @@ async def test_a_node_that_died_is_reaped_by_the_others(
         # What a node killed mid-flight leaves behind: its share, its stale heartbeat.
         fresh_redis.command("ZADD", "chat:nodes", 1, "node-dead")
         fresh_redis.command("HSET", "chat:node:node-dead:presence", "room\x1fghost", 2)
-        fresh_redis.command("HSET", "chat:presence:room", "ghost", 2, "alive", 1)
+        fresh_redis.command("HSET", "chat:room:room:presence", "ghost", 2, "alive", 1)
         fresh_redis.command("HSET", "chat:node:node-dead:claims", "ghost", 2)
         fresh_redis.command("HSET", "chat:sessions", "ghost", 2)
         await eventually(lambda: bool(a.changes()))
@@ -280,3 +280,105 @@ async def test_a_node_that_died_is_reaped_by_the_others(
         assert fresh_redis.command("EXISTS", "chat:node:node-dead:presence") == 0
         nodes = await a.broker.nodes()
         assert [n.node for n in nodes or []] == ["node-a"]
+
+
+def test_the_redis_url_is_shown_without_any_credential() -> None:
+    from chat.brokers.redis import mask_url
+
+    assert mask_url("redis://user:pw@cache:6380/2") == "redis://cache:6380/2"
+    assert mask_url("redis://cache/0?password=pw&username=u") == "redis://cache/0"
+    assert mask_url("rediss://:pw@cache") == "rediss://cache"
+
+
+async def test_rooms_named_like_key_parts_do_not_collide(
+    two: tuple[Running, Running],
+) -> None:
+    a, _ = two
+    async with running(a):
+        for room in ["presence", "log", "meta", "node", "sessions", "room"]:
+            await a.broker.subscribe(room)
+            assert (await a.publish(room, room)).seq == 1
+            first, users = await a.broker.presence_enter(room, "seq")
+            assert (first, users) == (True, ["seq"])
+        for room in ["presence", "log", "meta", "node", "sessions", "room"]:
+            recovery = await a.broker.recover(room, 0)
+            assert [p.text for p in recovery.publications] == [room]
+        assert a.broker.healthy
+
+
+async def test_an_error_reply_fails_the_call_but_is_no_outage(
+    two: tuple[Running, Running], fresh_redis: RedisServer
+) -> None:
+    a, _ = two
+    async with running(a):
+        fresh_redis.command("SET", "chat:room:broken:meta", "not a hash")
+        with pytest.raises(BrokerUnavailable):
+            await a.publish("broken", "x")
+        assert a.broker.healthy
+        assert (await a.publish("fine", "x")).seq == 1
+
+
+def resubscribed(a: Running, b: Running | None, before: tuple[int, int]) -> bool:
+    """Both brokers noticed the restart, reconnected and are healthy again."""
+    brokers = [(a, before[0])] + ([(b, before[1])] if b is not None else [])
+    return all(
+        r.broker.healthy and r.broker.reconnects > n  # type: ignore[attr-defined]
+        for r, n in brokers
+    )
+
+
+async def test_a_redis_restarted_from_an_older_snapshot_starts_new_runs(
+    two: tuple[Running, Running], fresh_redis: RedisServer
+) -> None:
+    a, b = two
+    async with running(a), running(b):
+        await b.broker.subscribe("room")
+        old = [await a.publish("room", f"old {n}") for n in range(3)]
+        fresh_redis.command("SAVE")
+        for n in range(3):
+            await a.publish("room", f"lost {n}")
+        await eventually(lambda: len(b.messages()) == 6)
+        reconnects = a.broker.reconnects, b.broker.reconnects  # type: ignore[attr-defined]
+        fresh_redis.kill()
+        fresh_redis.start(keep_data=True)  # loads the snapshot: seq is back at 3
+        await eventually(lambda: resubscribed(a, b, reconnects), seconds=10)
+        after = await a.publish("room", "after the restart")
+        assert after.seq == 4
+        assert after.epoch != old[0].epoch
+        await eventually(lambda: b.messages()[-1].text == "after the restart")
+        recovery = await a.broker.recover("room", 3, old[0].epoch)
+        assert not recovery.complete
+
+
+async def test_messages_of_a_new_run_published_before_a_node_resubscribed_are_delivered(
+    two: tuple[Running, Running], fresh_redis: RedisServer
+) -> None:
+    a, b = two
+    async with running(a), running(b):
+        await b.broker.subscribe("room")
+        await a.publish("room", "before")
+        await eventually(lambda: len(b.messages()) == 1)
+        reconnects = a.broker.reconnects, b.broker.reconnects  # type: ignore[attr-defined]
+        fresh_redis.kill()
+        fresh_redis.start()  # empty: every room starts a new run
+        await eventually(lambda: resubscribed(a, None, reconnects), seconds=10)
+        # b may not have resubscribed yet: publish straight away.
+        for n in range(3):
+            await a.publish("room", f"new {n}")
+        await eventually(lambda: len(b.messages()) == 4, seconds=10)
+        assert [p.text for p in b.messages()] == ["before", "new 0", "new 1", "new 2"]
+        assert [p.seq for p in b.messages()[1:]] == [1, 2, 3]
+
+
+async def test_a_node_reaped_while_alive_announces_its_users_again(
+    two: tuple[Running, Running], fresh_redis: RedisServer
+) -> None:
+    a, b = two
+    async with running(a), running(b):
+        await a.broker.subscribe("room")
+        await b.broker.presence_enter("room", "bob")
+        # b looks dead for a moment (a stall): a reaps it, b comes back.
+        fresh_redis.command("ZADD", "chat:nodes", 1, "node-b")
+        await eventually(lambda: len(a.changes()) == 2, seconds=5)
+        assert [(c.event, c.user) for c in a.changes()] == [("leave", "bob"), ("join", "bob")]
+        assert await a.broker.presence_users("room") == ["bob"]
