@@ -166,6 +166,9 @@ async def outage_behaviour(a: Server, b: Server, cut: Any, restore: Any, seconds
         assert refusals >= seconds
         assert a.get("/readyz").status_code == 503
         assert a.json("/status")["broker"]["healthy"] is False
+        # The status API never hangs or fails on the broker: shared fields are null.
+        rooms = a.json("/status/rooms")["rooms"]
+        assert [(r["room"], r["members"], r["seq"]) for r in rooms] == [("out", 2, None)]
         # A plain-text sender cannot get an error frame: it is closed 1013 instead.
         await plain.send("during")
         with pytest.raises(ConnectionClosed) as closed:
