@@ -251,6 +251,9 @@ async def test_two_workers_on_redis_behave_as_one_server(
         {"CHAT_BROKER_URL": own_redis.url, "CHAT_RATE": "1000", "CHAT_BURST": "1000"},
         args=["-w", "2", "-c", "config/hypercorn.toml"],
     )
+    # Each worker becomes ready on its own: wait until both say so.
+    assert eventually(lambda: len(server.json("/status")["nodes"]) == 2)
+    assert eventually(lambda: all(server.get("/readyz").status_code == 200 for _ in range(20)))
     async with AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(member(server, "/ws/one")) for _ in range(8)]
         assert eventually(lambda: len(server.json("/status")["nodes"]) == 2)
