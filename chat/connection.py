@@ -4,7 +4,10 @@ A :class:`Connection` owns two tasks in one task group: the reader (the
 calling task, handling each client frame in order) and the writer (draining
 the session's :class:`~chat.sendqueue.SendQueue` to the socket). Everything
 sent to the client goes through the queue, so a broadcast never waits for this
-session, and a close is just the last thing queued.
+session, and a close is just the last thing queued. The node's
+:class:`~chat.sendqueue.Flusher` writes the queue straight to a socket that
+can take it, once per turn of the event loop; the writer task only wakes
+when the socket is backed up (or the server cannot write directly).
 
 A server-side close is :meth:`Connection.close`: idempotent, never waits.
 The writer sends what is queued, the ``bye`` (JSON sessions) and the close
@@ -113,6 +116,18 @@ class Transport(Protocol):
         """Send one text frame; returns quietly if the connection is already gone."""
         ...
 
+    async def send_texts(self, texts: list[str]) -> None:
+        """Send several text frames, in order (at once where the server allows)."""
+        ...
+
+    def writable_now(self) -> bool:
+        """True when :meth:`write_now` may be used: the socket takes frames without waiting."""
+        ...
+
+    def write_now(self, texts: list[str]) -> None:
+        """Write text frames without waiting (only after :meth:`writable_now`)."""
+        ...
+
     async def close(self, code: int, reason: str) -> None:
         """Send the close frame; returns quietly if the connection is already gone."""
         ...
@@ -159,6 +174,7 @@ class Connection:
         "_closing",
         "_epochs",
         "_finished",
+        "_flush_pending",
         "_held",
         "_left",
         "_limiter",
@@ -166,6 +182,7 @@ class Connection:
         "_on_text",
         "_room_seq",
         "_scope",
+        "_writing",
         "close_deadline",
         "identity",
         "queue",
@@ -185,6 +202,10 @@ class Connection:
         self._closing: SessionClosed | None = None
         self._accepted = False
         self._finished = False
+        #: The node's flusher will visit this session this turn.
+        self._flush_pending = False
+        #: The writer task is sending a batch (and waiting for the socket).
+        self._writing = False
         self._scope: anyio.CancelScope | None = None
         self._on_text: Callable[[str], Awaitable[None]] = self._on_json
         #: The last ``seq`` sent per joined room: nothing at or below it is sent again.
@@ -244,8 +265,32 @@ class Connection:
 
     def send(self, frame: str) -> None:
         """Queue one encoded frame; a full queue closes this session with 1013."""
-        if self._closing is None and not self.queue.put_nowait(frame):
+        if self._closing is not None:
+            return
+        if not self.queue.put_nowait(frame, wake=False):
             self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
+        elif not self._flush_pending:
+            self._flush_pending = True
+            if not self._node.flusher.add(self):
+                self.wake_writer()
+
+    def flush(self) -> None:
+        """Write what is queued now if the socket takes it; else leave it to the writer."""
+        self._flush_pending = False
+        queue = self.queue
+        if not queue or queue.closed or self._writing:
+            return  # nothing, or the writer sends it (after what it is sending)
+        if not self._accepted or not self.transport.writable_now():
+            queue.wake()
+            return
+        frames = queue.take()
+        self.transport.write_now(self._encoded(frames))
+        self._count(frames)
+
+    def wake_writer(self) -> None:
+        """Leave what is queued to the writer task."""
+        self._flush_pending = False
+        self.queue.wake()
 
     # -- closing ---------------------------------------------------------------
 
@@ -398,7 +443,12 @@ class Connection:
         queue = self.queue
         try:
             while True:
-                await self._write(await queue.get_batch())
+                frames = await queue.get_batch()
+                self._writing = True
+                try:
+                    await self._write(frames)
+                finally:
+                    self._writing = False
         except QueueClosed:
             error = self._closing or InternalError()
             await transport.close(error.code, error.description)
@@ -409,13 +459,16 @@ class Connection:
     async def _write(self, frames: list[str]) -> None:
         # A call of its own, so that nothing sent stays referenced while the
         # writer waits for the next batch (an idle session holds no frames).
-        transport = self.transport
+        await self.transport.send_texts(self._encoded(frames))
+        self._count(frames)
+
+    def _encoded(self, frames: list[str]) -> list[str]:
+        """``frames`` as the WebSocket messages this session's protocol sends."""
         if self.session.protocol is Subprotocol.BATCH:
-            for batch in _batches(frames):
-                await transport.send_text(batch)
-        else:
-            for frame in frames:
-                await transport.send_text(frame)
+            return list(_batches(frames))
+        return frames
+
+    def _count(self, frames: list[str]) -> None:
         self.session.messages_out += len(frames)
         self._node.registry.totals.messages_out += len(frames)
 

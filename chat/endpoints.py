@@ -61,6 +61,21 @@ class AsgiTransport:
             return Disconnect(code, CONNECTION_LOST)
         return Disconnect(code, CLIENT_CLOSED)
 
+    async def send_texts(self, texts: list[str]) -> None:
+        """Send several text frames: in one write under Hypercorn, else one by one."""
+        handle = self._handle
+        if handle is not None and await handle.send_texts(texts):
+            return
+        for text in texts:
+            await self.send_text(text)
+
+    def writable_now(self) -> bool:
+        return self._handle is not None and self._handle.writable_now()
+
+    def write_now(self, texts: list[str]) -> None:
+        assert self._handle is not None
+        self._handle.write_now(texts)
+
     async def send_text(self, text: str) -> None:
         # A connection that is gone is the reader's to notice, not an error here.
         with suppress(WebSocketDisconnect, RuntimeError, OSError):

@@ -39,7 +39,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from wsproto.connection import ConnectionState
 
 if TYPE_CHECKING:
     from chat.node import Node
@@ -55,14 +57,67 @@ SUPPORTED_HYPERCORN = "0.18.0"
 class ConnectionHandle:
     """What the app may know and do about its own TCP connection under Hypercorn."""
 
-    __slots__ = ("closed_with", "pinger", "transport")
+    __slots__ = ("closed_with", "deflate", "pinger", "transport", "writer", "wsproto")
 
-    def __init__(self, transport: asyncio.Transport | None) -> None:
-        self.transport = transport
+    def __init__(self, writer: asyncio.StreamWriter | None) -> None:
+        self.writer = writer
+        self.transport: asyncio.Transport | None = None
+        if writer is not None:
+            self.transport = cast(asyncio.Transport, writer.transport)
         #: Hypercorn's protocol-ping task for this connection, if pings are on.
         self.pinger: asyncio.Task[Any] | None = None
         #: ``(code, reason, by)`` of the first close seen below the app.
         self.closed_with: tuple[int, str, str] | None = None
+        #: permessage-deflate was negotiated: frames must go through wsproto.
+        self.deflate = False
+        #: wsproto's state machine for this connection, once the handshake began.
+        self.wsproto: Any = None
+
+    def writable_now(self) -> bool:
+        """True when :meth:`write_now` may write: the socket is open and not backed up.
+
+        Server frames are unmasked and, without permessage-deflate, need no
+        state: what :meth:`write_now` writes is what Hypercorn would write,
+        without its per-frame cost (several coroutine hops, and a socket send
+        per frame).
+        """
+        writer = self.writer
+        return (
+            writer is not None
+            and self._raw_frames_allowed()
+            and not writer.transport.is_closing()
+            and writer.transport.get_write_buffer_size() < WRITE_NOW_LIMIT
+        )
+
+    def _raw_frames_allowed(self) -> bool:
+        # No deflate state to keep, and no close frame sent or received yet
+        # (from then on, Hypercorn knows what may still be sent).
+        return (
+            not self.deflate
+            and self.wsproto is not None
+            and self.wsproto.state is ConnectionState.OPEN
+        )
+
+    def write_now(self, texts: list[str]) -> None:
+        """Write ``texts`` as text frames in one write; only after :meth:`writable_now`."""
+        assert self.writer is not None
+        self.writer.write(b"".join(map(text_frame, texts)))
+
+    async def send_texts(self, texts: list[str]) -> bool:
+        """Write ``texts`` in one write, then wait until the socket took them.
+
+        Returns False, having sent nothing, when the caller must send through
+        ASGI instead (permessage-deflate, a close under way, not Hypercorn).
+        """
+        writer = self.writer
+        if writer is None or not self._raw_frames_allowed():
+            return False
+        if writer.transport.is_closing():
+            return True  # gone: the reader sees the disconnect
+        writer.write(b"".join(map(text_frame, texts)))
+        with suppress(ConnectionError):
+            await writer.drain()
+        return True
 
     def record(self, code: int, reason: str, by: str) -> None:
         """Remember how the connection ended (the first record wins)."""
@@ -80,6 +135,22 @@ class ConnectionHandle:
         self.release()
         if self.transport is not None:
             self.transport.abort()
+
+
+#: :meth:`ConnectionHandle.write_now` is not used while more than this waits
+#: unsent in the socket's buffer: the session's writer then waits for it to drain.
+WRITE_NOW_LIMIT = 64 * 1024
+
+
+def text_frame(text: str) -> bytes:
+    """One unmasked, final text frame (RFC 6455 section 5.2)."""
+    data = text.encode()
+    length = len(data)
+    if length < 126:
+        return b"\x81" + bytes((length,)) + data
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big") + data
+    return b"\x81\x7f" + length.to_bytes(8, "big") + data
 
 
 _current: ContextVar[ConnectionHandle | None] = ContextVar("chat_connection", default=None)
@@ -192,14 +263,13 @@ async def _drain_node() -> None:
 
 
 def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
-    from wsproto.connection import ConnectionState
     from wsproto.events import CloseConnection, Message
     from wsproto.frame_protocol import CloseReason
 
     original_run = hc_tcp.TCPServer.run
 
     async def run(self: Any) -> None:
-        _current.set(ConnectionHandle(getattr(self.writer, "transport", None)))
+        _current.set(ConnectionHandle(getattr(self, "writer", None)))
         await original_run(self)
 
     hc_tcp.TCPServer.run = run
@@ -215,6 +285,9 @@ def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
             if not _State.compression:
                 return None
             result: bool | str | None = super().accept(offer)
+            handle = _current.get()
+            if result is not None and handle is not None:
+                handle.deflate = True
             return result
 
         def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
@@ -253,6 +326,9 @@ def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._message_size = 0
+            handle = _current.get()
+            if handle is not None:
+                handle.wsproto = self
 
         def events(self) -> Iterator[Any]:
             for event in super().events():

@@ -25,6 +25,7 @@ from chat.errors import Rejection, Shutdown
 from chat.protocol import MAX_EPOCH_LENGTH, Subprotocol
 from chat.registry import Registry
 from chat.rooms import Rooms
+from chat.sendqueue import Flusher
 from chat.session import Session, Timers
 from chat.settings import NAME_PATTERN, Settings
 from chat.supervisor import Supervisor
@@ -64,6 +65,7 @@ class Node:
             retention=settings.closed_retention, max_closed=settings.closed_max
         )
         self.rooms = Rooms(self.broker)
+        self.flusher = Flusher()
         self.auth = Authenticator(settings)
         #: Sessions this node has counted against each user's cap (see the broker).
         self.claims: Counter[str] = Counter()
@@ -87,6 +89,7 @@ class Node:
         self._group = group
         await group.start(self._run_broker)
         group.start_soon(self.rooms.run)
+        group.start_soon(self.flusher.run)
         group.start_soon(self.supervisor.run)
         self.running = True
         return self

@@ -19,7 +19,8 @@ class FakeTransport:
 
     ``answers_close``: reply to the server's close frame like a well-behaved
     client. ``stalled``: the socket never drains, so sends block (a client
-    that stopped reading).
+    that stopped reading). ``writes`` holds each write's frames: what went
+    to the socket together.
     """
 
     answers_close: bool = True
@@ -28,6 +29,7 @@ class FakeTransport:
     accepted: bool = False
     rejected: tuple[int, str] | None = None
     sent: list[str] = field(default_factory=list)
+    writes: list[list[str]] = field(default_factory=list)
     closed: tuple[int, str] | None = None
     aborted: bool = False
     #: When set, the handshake stays in ``connecting`` until the event is set.
@@ -56,11 +58,27 @@ class FakeTransport:
             await self._arrived.wait()
         return self._inbox.popleft()
 
+    async def send_texts(self, texts: list[str]) -> None:
+        if self.stalled:
+            await self._unstall.wait()
+        if not self._ended:
+            self.sent.extend(texts)
+            self.writes.append(texts)
+
+    def writable_now(self) -> bool:
+        return (not self.stalled or self._unstall.is_set()) and not self._ended
+
+    def write_now(self, texts: list[str]) -> None:
+        assert self.writable_now()
+        self.sent.extend(texts)
+        self.writes.append(texts)
+
     async def send_text(self, text: str) -> None:
         if self.stalled:
             await self._unstall.wait()
         if not self._ended:
             self.sent.append(text)
+            self.writes.append([text])
 
     async def close(self, code: int, reason: str) -> None:
         if self.stalled:

@@ -242,6 +242,33 @@ async def test_compression_when_enabled_never_inflates_past_the_limit(start: Sta
     assert server.json("/status")["totals"]["closed_by_reason"]["message_too_big"] == 10
 
 
+@pytest.mark.parametrize("compression", [False, True])
+async def test_room_messages_of_every_frame_length_arrive_intact(
+    start: StartServer, compression: bool
+) -> None:
+    # The server writes room frames itself without compression and through
+    # wsproto with it; 125/126 and 65535/65536 bytes are where the length forms change.
+    server = start(
+        {"CHAT_WS_COMPRESSION": str(compression).lower(), "CHAT_MAX_MESSAGE_BYTES": "131072"}
+    )
+    options = {"compression": "deflate" if compression else None, "max_size": None}
+    texts = ["", "a", "b" * 125, "ü" * 63, "c" * 65535, "d" * 65536, "✓" * 40000]
+    async with (
+        open_ws(server.ws("/ws/sizes"), **options) as plain,
+        open_ws(server.ws("/ws/sizes"), subprotocols=["chat.v1.batch"], **options) as batch,
+    ):
+        extensions = plain.response.headers.get("sec-websocket-extensions", "")
+        assert ("permessage-deflate" in extensions) is compression
+        member = JsonClient(batch)
+        await member.greeted()
+        for text in texts:
+            await plain.send(text)
+        async with asyncio.timeout(10):
+            assert [await plain.recv() for _ in texts] == texts
+            received = [(await member.recv_type("message"))["text"] for _ in texts]
+        assert received == texts
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "secret"),
     [

@@ -399,6 +399,45 @@ async def test_a_slow_consumer_that_recovers_gets_bye_slow_consumer_before_1013(
         assert len(slow.of_type("message")) < 20
 
 
+@pytest.mark.parametrize("protocol", [None, "chat.v1", "chat.v1.batch"])
+async def test_what_a_turn_of_the_loop_publishes_reaches_a_member_in_one_write(
+    protocol: str | None,
+) -> None:
+    async with running() as harness:
+        reader, _ = await harness.connect(protocol=protocol)
+        sender, _ = await harness.connect(protocol=None)
+        writes_before = len(reader.writes)
+        for n in range(10):
+            sender.type(str(n))  # all read in one turn of the sender's reader
+        await settle()
+        texts = (
+            reader.sent[-10:]
+            if protocol is None
+            else [m["text"] for m in reader.of_type("message")]
+        )
+        assert texts == [str(n) for n in range(10)]
+        assert len(reader.writes) - writes_before == 1
+        frames = reader.writes[-1]
+        assert len(frames) == (1 if protocol == "chat.v1.batch" else 10)
+
+
+async def test_frames_wait_for_a_backed_up_socket_and_then_go_in_order() -> None:
+    async with running() as harness:
+        slow, session = await harness.connect(protocol=None, transport=FakeTransport(stalled=True))
+        sender, _ = await harness.connect(protocol=None)
+        for n in range(5):
+            sender.type(str(n))
+            await settle()
+        assert slow.sent == []
+        slow.unstall()
+        await settle()
+        assert slow.sent == ["0", "1", "2", "3", "4"]
+        sender.type("after")
+        await settle()
+        assert slow.sent[-1] == "after"
+        assert session.messages_out == 6
+
+
 # -- shutdown ------------------------------------------------------------------------
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from chat.sendqueue import QueueClosed, SendQueue
+from chat.sendqueue import Flusher, QueueClosed, SendQueue
 
 #: Guards against a hang; no test waits for it to expire.
 HANG_GUARD = 5.0
@@ -197,3 +198,75 @@ async def test_get_batch_takes_everything_put_before_the_writer_ran() -> None:
             queue.put_final("bye")
 
     assert batches == [["a", "b", "bye"]]
+
+
+class Recorder:
+    """A session as the flusher sees it, recording what was asked of it."""
+
+    def __init__(self, log: list[str], name: str, *, fails: bool = False) -> None:
+        self.log = log
+        self.name = name
+        self.fails = fails
+
+    def flush(self) -> None:
+        self.log.append(f"flush {self.name}")
+        if self.fails:
+            raise RuntimeError("boom")
+
+    def wake_writer(self) -> None:
+        self.log.append(f"wake {self.name}")
+
+
+def test_a_flusher_that_is_not_running_tells_the_caller_to_wake_its_writer() -> None:
+    log: list[str] = []
+    assert Flusher().add(Recorder(log, "a")) is False
+    assert log == []
+
+
+@pytest.mark.anyio
+async def test_the_flusher_flushes_each_added_session_once_per_turn_in_order() -> None:
+    log: list[str] = []
+    flusher = Flusher()
+    async with anyio.create_task_group() as group:
+        group.start_soon(flusher.run)
+        await anyio.lowlevel.checkpoint()
+        assert flusher.add(Recorder(log, "a")) is True
+        assert flusher.add(Recorder(log, "b")) is True
+        assert log == []  # not before the turn ends
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        assert log == ["flush a", "flush b"]
+        flusher.add(Recorder(log, "c"))
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        assert log == ["flush a", "flush b", "flush c"]
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_failing_flush_falls_back_to_the_writer_and_the_others_still_flush() -> None:
+    log: list[str] = []
+    flusher = Flusher()
+    async with anyio.create_task_group() as group:
+        group.start_soon(flusher.run)
+        await anyio.lowlevel.checkpoint()
+        flusher.add(Recorder(log, "bad", fails=True))
+        flusher.add(Recorder(log, "good"))
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        group.cancel_scope.cancel()
+    assert log == ["flush bad", "wake bad", "flush good"]
+
+
+@pytest.mark.anyio
+async def test_sessions_pending_when_the_flusher_stops_are_left_to_their_writers() -> None:
+    log: list[str] = []
+    flusher = Flusher()
+    async with anyio.create_task_group() as group:
+        group.start_soon(flusher.run)
+        await anyio.lowlevel.checkpoint()
+        flusher.add(Recorder(log, "a"))
+        group.cancel_scope.cancel()
+    # Flushed in its last turn, or handed back to its writer: never dropped.
+    assert log in (["flush a"], ["wake a"])
+    assert flusher.add(Recorder(log, "b")) is False
