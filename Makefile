@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chat needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
 	@touch $(STAMP)
 
 run: $(STAMP)  ## serve on 127.0.0.1:8000 with the recommended Hypercorn settings
@@ -40,6 +40,10 @@ coverage: $(STAMP)  ## the whole suite under branch coverage (servers included),
 	$(BIN)/python -m coverage report
 
 check: lint typecheck test
+
+BENCH_ARGS ?= --baseline --pairs 3
+bench: $(STAMP)  ## chat against the naive tutorial loop, A B A B (about 15 minutes)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache .coverage
