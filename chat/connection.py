@@ -1,16 +1,16 @@
 """The live side of one session: its reader, its writer, and how it ends.
 
-A :class:`Connection` owns two tasks in one task group: the reader (the
-calling task, handling each client frame in order) and the writer (draining
-the session's :class:`~chat.sendqueue.SendQueue` to the socket). Everything
-sent to the client goes through the queue, so a broadcast never waits for this
-session, and a close is just the last thing queued. The node's
+A :class:`Connection` runs in its reader (the calling task, handling each
+client frame in order). Everything sent to the client goes through the
+session's :class:`~chat.sendqueue.SendQueue`, so a broadcast never waits for
+this session, and a close is just the last thing queued. The node's
 :class:`~chat.sendqueue.Flusher` writes the queue straight to a socket that
-can take it, once per turn of the event loop; the writer task only wakes
-when the socket is backed up (or the server cannot write directly).
+can take it, once per turn of the event loop; a writer task (in the node's
+task group) exists only while the socket is backed up, or the server cannot
+write directly, or the session is closing.
 
 A server-side close is :meth:`Connection.close`: idempotent, never waits.
-The writer sends what is queued, the ``bye`` (JSON sessions) and the close
+The writer task sends what is queued, the ``bye`` (JSON sessions) and the close
 frame; the reader then waits for the peer's close reply. A peer that does not
 answer within ``CHAT_DRAIN_TIMEOUT`` is cut by the supervisor
 (:meth:`Connection.on_timer` calls :meth:`Connection.abort`).
@@ -70,7 +70,7 @@ from chat.protocol import (
     peek_id,
 )
 from chat.ratelimit import RateLimiter, Verdict
-from chat.sendqueue import QueueClosed, SendQueue
+from chat.sendqueue import SendQueue
 from chat.session import Due, Session
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ class Connection:
         "_on_text",
         "_room_seq",
         "_scope",
+        "_writer_scope",
         "_writing",
         "close_deadline",
         "identity",
@@ -204,8 +205,9 @@ class Connection:
         self._finished = False
         #: The node's flusher will visit this session this turn.
         self._flush_pending = False
-        #: The writer task is sending a batch (and waiting for the socket).
+        #: A writer task runs: it sends everything queued, then ends.
         self._writing = False
+        self._writer_scope: anyio.CancelScope | None = None
         self._scope: anyio.CancelScope | None = None
         self._on_text: Callable[[str], Awaitable[None]] = self._on_json
         #: The last ``seq`` sent per joined room: nothing at or below it is sent again.
@@ -267,30 +269,31 @@ class Connection:
         """Queue one encoded frame; a full queue closes this session with 1013."""
         if self._closing is not None:
             return
-        if not self.queue.put_nowait(frame, wake=False):
+        if not self.queue.put_nowait(frame):
             self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
         elif not self._flush_pending:
             self._flush_pending = True
             if not self._node.flusher.add(self):
-                self.wake_writer()
+                self.start_writer()
 
     def flush(self) -> None:
-        """Write what is queued now if the socket takes it; else leave it to the writer."""
+        """Write what is queued now if the socket takes it; else start the writer."""
         self._flush_pending = False
-        queue = self.queue
-        if not queue or queue.closed or self._writing:
+        if not self.queue or self._writing:
             return  # nothing, or the writer sends it (after what it is sending)
-        if not self._accepted or not self.transport.writable_now():
-            queue.wake()
-            return
-        frames = queue.take()
-        self.transport.write_now(self._encoded(frames))
-        self._count(frames)
+        if self._accepted and self.transport.writable_now():
+            frames = self.queue.take()
+            self.transport.write_now(self._encoded(frames))
+            self._count(frames)
+        else:
+            self.start_writer()
 
-    def wake_writer(self) -> None:
-        """Leave what is queued to the writer task."""
+    def start_writer(self) -> None:
+        """Start a writer task unless one runs (nothing is written before the accept)."""
         self._flush_pending = False
-        self.queue.wake()
+        if not self._writing and self._accepted and not self._finished:
+            self._writing = True
+            self._node.spawn(self._write_loop)
 
     # -- closing ---------------------------------------------------------------
 
@@ -321,6 +324,7 @@ class Connection:
             )
             self.queue.put_final(encode(bye))
         self.queue.close()
+        self.start_writer()
 
     def abort(self) -> None:
         """Cut the connection now (a peer that does not answer the close)."""
@@ -329,6 +333,8 @@ class Connection:
         self.transport.abort()
         if self._scope is not None:
             self._scope.cancel()
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
 
     def on_timer(self, now: float) -> None:
         """Act on what the session's timers ask for at ``now`` (called by the supervisor)."""
@@ -371,11 +377,8 @@ class Connection:
             except Exception:
                 log.exception("session %s: internal error", self.session.id)
                 self.close(InternalError())
-            async with anyio.create_task_group() as group:
-                self._scope = group.cancel_scope
-                group.start_soon(self._write_loop)
+            with anyio.CancelScope() as self._scope:
                 disconnect = await self._read_loop()
-                group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish(disconnect)
@@ -439,28 +442,23 @@ class Connection:
                     self.close(InternalError())
 
     async def _write_loop(self) -> None:
-        transport = self.transport
+        """Send everything queued, waiting for the socket; then the close frame, if due."""
         queue = self.queue
         try:
-            while True:
-                frames = await queue.get_batch()
-                self._writing = True
-                try:
-                    await self._write(frames)
-                finally:
-                    self._writing = False
-        except QueueClosed:
-            error = self._closing or InternalError()
-            await transport.close(error.code, error.description)
+            with anyio.CancelScope() as self._writer_scope:
+                while frames := queue.take():
+                    await self.transport.send_texts(self._encoded(frames))
+                    self._count(frames)
+                if queue.closed and not self._finished:
+                    error = self._closing or InternalError()
+                    await self.transport.close(error.code, error.description)
         except Exception:
             log.exception("session %s: writer failed", self.session.id)
             self.abort()
-
-    async def _write(self, frames: list[str]) -> None:
-        # A call of its own, so that nothing sent stays referenced while the
-        # writer waits for the next batch (an idle session holds no frames).
-        await self.transport.send_texts(self._encoded(frames))
-        self._count(frames)
+        finally:
+            # Nothing was queued since the last take: the flusher writes from here.
+            self._writing = False
+            self._writer_scope = None
 
     def _encoded(self, frames: list[str]) -> list[str]:
         """``frames`` as the WebSocket messages this session's protocol sends."""
@@ -490,6 +488,8 @@ class Connection:
         log.debug("session %s closed: %s %s by %s", session.id, code, reason, by)
         self.queue.close()
         self.queue.clear()
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
 
     # -- client frames -----------------------------------------------------------
 

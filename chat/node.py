@@ -10,8 +10,9 @@ import logging
 import random
 import secrets
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -108,6 +109,11 @@ class Node:
 
     async def _run_broker(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self.broker.run(self.rooms.dispatch, self.snapshot, task_status=task_status)
+
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` in the node's task group (it must handle its own errors)."""
+        assert self._group is not None, "the node is not running"
+        self._group.start_soon(work)
 
     def snapshot(self) -> NodeState:
         """What this node holds: sessions, presence and claims (for the broker)."""

@@ -3,13 +3,14 @@
 The room fan-out puts each frame with :meth:`SendQueue.put_nowait`, which
 refuses (returns False) instead of waiting when the queue is full: the
 caller then closes that one member as a slow consumer, and no member can slow
-a room down. The session's writer takes everything queued at once with
-:meth:`SendQueue.get_batch`.
+a room down.
 
-Most frames never wake a writer: the :class:`Flusher` visits every session
-that got frames, once per turn of the event loop, and writes them straight to
-a socket that can take them (everything queued in that turn goes in one
-write). Only a session whose socket is backed up waits in its writer task.
+Frames are not written by a task per session: the :class:`Flusher` visits
+every session that got frames, once per turn of the event loop, and writes
+everything queued in that turn straight to a socket that can take it, in one
+write. Only a session whose socket is backed up (or that is closing) gets a
+writer task, which waits for the socket and ends once the queue is empty. An
+idle session has no task of its own besides its reader.
 """
 
 from __future__ import annotations
@@ -22,20 +23,15 @@ import anyio
 log = logging.getLogger("chat.sendqueue")
 
 
-class QueueClosed(Exception):
-    """The queue was closed and everything queued has been taken."""
-
-
 class SendQueue:
-    """Frames (already encoded) waiting for one session's writer. FIFO, bounded."""
+    """Frames (already encoded) waiting to be written for one session. FIFO, bounded."""
 
-    __slots__ = ("_closed", "_items", "_maxsize", "_wakeup")
+    __slots__ = ("_closed", "_items", "_maxsize")
 
     def __init__(self, maxsize: int) -> None:
-        # A list, swapped out whole by get_batch: lighter than a deque per session.
+        # A list, swapped out whole by take(): lighter than a deque per session.
         self._items: list[str] = []
         self._maxsize = maxsize
-        self._wakeup: anyio.Event | None = None
         self._closed = False
 
     def __len__(self) -> int:
@@ -43,32 +39,26 @@ class SendQueue:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called."""
+        """True once :meth:`close` was called: nothing more is queued but a final frame."""
         return self._closed
 
-    def put_nowait(self, frame: str, *, wake: bool = True) -> bool:
-        """Queue ``frame``; False (and nothing queued) when full or closed.
-
-        With ``wake=False`` the writer is left asleep: the caller flushes.
-        """
+    def put_nowait(self, frame: str) -> bool:
+        """Queue ``frame``; False (and nothing queued) when full or closed."""
         if self._closed or len(self._items) >= self._maxsize:
             return False
         self._items.append(frame)
-        if wake:
-            self.wake()
         return True
-
-    def take(self) -> list[str]:
-        """Everything queued, in order, at once (for a write that does not wait)."""
-        batch = self._items
-        self._items = []
-        return batch
 
     def put_final(self, frame: str) -> None:
         """Queue ``frame`` past the bound (a last ``bye``), unless closed."""
         if not self._closed:
             self._items.append(frame)
-            self.wake()
+
+    def take(self) -> list[str]:
+        """Everything queued, in order, at once."""
+        batch = self._items
+        self._items = []
+        return batch
 
     def clear(self) -> int:
         """Drop everything queued; returns how many frames were dropped."""
@@ -77,29 +67,8 @@ class SendQueue:
         return dropped
 
     def close(self) -> None:
-        """No more puts; the writer takes what is queued, then gets :class:`QueueClosed`."""
+        """No more puts; what is queued stays to be taken."""
         self._closed = True
-        self.wake()
-
-    async def get_batch(self) -> list[str]:
-        """Wait for at least one frame and take every queued frame, in order.
-
-        Raises :class:`QueueClosed` once closed and empty.
-        """
-        while not self._items:
-            if self._closed:
-                raise QueueClosed
-            self._wakeup = anyio.Event()
-            await self._wakeup.wait()
-        batch = self._items
-        self._items = []
-        return batch
-
-    def wake(self) -> None:
-        """Wake the writer waiting in :meth:`get_batch`, if any."""
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
 
 
 class Flushable(Protocol):
@@ -109,8 +78,8 @@ class Flushable(Protocol):
         """Write what is queued without waiting, or leave it to the session's writer."""
         ...
 
-    def wake_writer(self) -> None:
-        """Leave what is queued to the session's writer task."""
+    def start_writer(self) -> None:
+        """Leave what is queued to a writer task of the session's own."""
         ...
 
 
@@ -120,7 +89,7 @@ class Flusher:
     One wake-up of one task per turn, whatever the number of sessions and
     frames, instead of a writer task woken per session per frame. While it is
     not running (before the node starts, after it stops), :meth:`add` tells
-    the caller to wake its own writer.
+    the caller to start a writer instead.
     """
 
     __slots__ = ("_pending", "_running", "_wakeup")
@@ -152,9 +121,9 @@ class Flusher:
                         session.flush()
                     except Exception:
                         log.exception("flushing a session failed")
-                        session.wake_writer()
+                        session.start_writer()
         finally:
             self._running = False
             pending, self._pending = self._pending, []
             for session in pending:
-                session.wake_writer()
+                session.start_writer()

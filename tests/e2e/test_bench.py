@@ -13,9 +13,9 @@ from tests.e2e.harness import REPO
 def test_a_quick_baseline_run_measures_both_servers_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     scenarios = ["fanout-batch-1x100", "latency-text-1x100", "echo", "idle-text", "stuck"]
+    options = ["--quick", "--pairs", "1", "--baseline", "--json", str(out)]
     done = subprocess.run(
-        [sys.executable, "-m", "bench", *scenarios, "--quick", "--pairs", "1", "--baseline"]
-        + ["--json", str(out)],
+        [sys.executable, "-m", "bench", *scenarios, *options],
         cwd=REPO,
         capture_output=True,
         text=True,

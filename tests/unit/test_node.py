@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import anyio
@@ -436,6 +437,27 @@ async def test_frames_wait_for_a_backed_up_socket_and_then_go_in_order() -> None
         await settle()
         assert slow.sent[-1] == "after"
         assert session.messages_out == 6
+        # Drained: no writer task is left waiting (an idle session has only its reader).
+        assert writer_tasks() == 0
+
+
+def writer_tasks() -> int:
+    return sum(task.get_name().endswith("._write_loop") for task in asyncio.all_tasks())
+
+
+async def test_a_writer_task_runs_only_while_a_socket_is_backed_up() -> None:
+    async with running() as harness:
+        slow, _ = await harness.connect(protocol=None, transport=FakeTransport(stalled=True))
+        sender, _ = await harness.connect(protocol=None)
+        assert writer_tasks() == 0
+        sender.type("one")
+        await settle()
+        assert writer_tasks() == 1
+        assert slow.sent == []
+        slow.unstall()
+        await settle()
+        assert slow.sent == ["one"]
+        assert writer_tasks() == 0
 
 
 # -- shutdown ------------------------------------------------------------------------
