@@ -350,7 +350,7 @@ class Row:
 
 def median(runs: list[dict[str, Any]], figure: str) -> Any:
     values = [r[figure] for r in runs if r.get(figure) is not None]
-    return statistics.median(values) if values else None
+    return round(statistics.median(values), 3) if values else None
 
 
 def table(rows: list[Row]) -> str:
@@ -366,7 +366,7 @@ def table(rows: list[Row]) -> str:
             f"{row.scenario:<22} {figure:<24} {chat if chat is not None else '-':>14}"
             f" {naive if naive is not None else '-':>15}"
             f" {' '.join(str(r) for r in ratios) or '-':>24}"
-            f" {statistics.median(ratios) if ratios else '-':>13}"
+            f" {round(statistics.median(ratios), 3) if ratios else '-':>13}"
         )
     by_name = {row.scenario: row for row in rows}
     if "stuck" in by_name and "unstuck" in by_name:
@@ -383,7 +383,7 @@ def table(rows: list[Row]) -> str:
             if ratios:
                 out.append(
                     f"{'stuck / unstuck':<22} {'p99_ms, ' + target:<24} {'':>14} {'':>15}"
-                    f" {' '.join(map(str, ratios)):>24} {statistics.median(ratios):>13}"
+                    f" {' '.join(map(str, ratios)):>24} {round(statistics.median(ratios), 3):>13}"
                 )
     out.append("")
     out.append(

@@ -124,6 +124,10 @@ class Transport(Protocol):
         """True when :meth:`write_now` may be used: the socket takes frames without waiting."""
         ...
 
+    def input_pending(self) -> bool:
+        """True when more client frames are known to be waiting (or it cannot be known)."""
+        ...
+
     def write_now(self, texts: list[str]) -> None:
         """Write text frames without waiting (only after :meth:`writable_now`)."""
         ...
@@ -419,6 +423,7 @@ class Connection:
         session = self.session
         totals = self._node.registry.totals
         limit = self._node.settings.max_message_bytes
+        flusher = self._node.flusher
         while True:
             try:
                 item = await transport.receive()
@@ -440,6 +445,10 @@ class Connection:
                 except Exception:
                     log.exception("session %s: internal error", session.id)
                     self.close(InternalError())
+            if not transport.input_pending():
+                # Nothing more to read now: write what this frame caused at once
+                # (a burst of frames is written together, at its end).
+                flusher.flush_now()
 
     async def _write_loop(self) -> None:
         """Send everything queued, waiting for the socket; then the close frame, if due."""

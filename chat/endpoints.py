@@ -72,6 +72,9 @@ class AsgiTransport:
     def writable_now(self) -> bool:
         return self._handle is not None and self._handle.writable_now()
 
+    def input_pending(self) -> bool:
+        return self._handle is None or self._handle.input_pending()
+
     def write_now(self, texts: list[str]) -> None:
         assert self._handle is not None
         self._handle.write_now(texts)

@@ -64,7 +64,7 @@ SUPPORTED_HYPERCORN = "0.18.0"
 class ConnectionHandle:
     """What the app may know and do about its own TCP connection under Hypercorn."""
 
-    __slots__ = ("closed_with", "deflate", "pinger", "transport", "writer", "wsproto")
+    __slots__ = ("app_queue", "closed_with", "deflate", "pinger", "transport", "writer", "wsproto")
 
     def __init__(self, writer: asyncio.StreamWriter | None) -> None:
         self.writer = writer
@@ -79,6 +79,8 @@ class ConnectionHandle:
         self.deflate = False
         #: wsproto's state machine for this connection, once the handshake began.
         self.wsproto: Any = None
+        #: What Hypercorn has read for the app and the app has not taken yet.
+        self.app_queue: AppQueue | None = None
 
     def writable_now(self) -> bool:
         """True when :meth:`write_now` may write: the socket is open and not backed up.
@@ -95,6 +97,10 @@ class ConnectionHandle:
             and not writer.transport.is_closing()
             and writer.transport.get_write_buffer_size() < WRITE_NOW_LIMIT
         )
+
+    def input_pending(self) -> bool:
+        """True when Hypercorn holds more client messages for the app (or cannot say)."""
+        return self.app_queue is None or self.app_queue.qsize() > 0
 
     def _raw_frames_allowed(self) -> bool:
         # No deflate state to keep, and no close frame sent or received yet
@@ -398,6 +404,9 @@ def _patch_lean(hc_task_group: Any, hc_context: Any) -> None:
     ) -> Callable[[Any], Awaitable[None]]:
         # Hypercorn's own, with an AppQueue for its asyncio.Queue.
         app_queue = AppQueue(config.max_app_queue_size)
+        handle = _current.get()
+        if handle is not None:
+            handle.app_queue = app_queue
 
         def _call_soon(func: Callable[..., Any], *args: Any) -> Any:
             future = asyncio.run_coroutine_threadsafe(func(*args), self._loop)

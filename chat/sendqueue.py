@@ -108,6 +108,16 @@ class Flusher:
         self._pending.append(session)
         return True
 
+    def flush_now(self) -> None:
+        """Flush every session added so far, without waiting for the end of the turn."""
+        pending, self._pending = self._pending, []
+        for session in pending:
+            try:
+                session.flush()
+            except Exception:
+                log.exception("flushing a session failed")
+                session.start_writer()
+
     async def run(self) -> None:
         """Flush until cancelled (in the node's task group)."""
         self._running = True
@@ -115,13 +125,7 @@ class Flusher:
             while True:
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
-                pending, self._pending = self._pending, []
-                for session in pending:
-                    try:
-                        session.flush()
-                    except Exception:
-                        log.exception("flushing a session failed")
-                        session.start_writer()
+                self.flush_now()
         finally:
             self._running = False
             pending, self._pending = self._pending, []

@@ -65,6 +65,9 @@ class FakeTransport:
             self.sent.extend(texts)
             self.writes.append(texts)
 
+    def input_pending(self) -> bool:
+        return bool(self._inbox)
+
     def writable_now(self) -> bool:
         return (not self.stalled or self._unstall.is_set()) and not self._ended
 

@@ -140,3 +140,20 @@ async def test_sessions_pending_when_the_flusher_stops_are_left_to_their_writers
     # Flushed in its last turn, or handed back to its writer: never dropped.
     assert log in (["flush a"], ["writer a"])
     assert flusher.add(Recorder(log, "b")) is False
+
+
+@pytest.mark.anyio
+async def test_flush_now_flushes_what_was_added_at_once_and_only_once() -> None:
+    log: list[str] = []
+    flusher = Flusher()
+    async with anyio.create_task_group() as group:
+        group.start_soon(flusher.run)
+        await anyio.lowlevel.checkpoint()
+        flusher.add(Recorder(log, "a"))
+        flusher.add(Recorder(log, "b"))
+        flusher.flush_now()
+        assert log == ["flush a", "flush b"]  # no turn of the loop needed
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        assert log == ["flush a", "flush b"]
+        group.cancel_scope.cancel()
