@@ -14,7 +14,10 @@ the app the peer's close code or lets it drop a peer that stopped reading.
    Hypercorn close its listeners with nothing left open.
 2. ``TCPServer.run``: each connection gets a :class:`ConnectionHandle` in a
    context variable that the app's task inherits: the transport to abort, the
-   peer's close code, and Hypercorn's ping task.
+   peer's close code, Hypercorn's ping task, and the stream writer to which
+   server text frames are written directly, many in one write, while no
+   permessage-deflate and no close is in the way (Hypercorn's per-frame send
+   path cost most of the server's CPU per delivery).
 3. ``PerMessageDeflate`` in ``ws_stream``: negotiated only when
    ``CHAT_WS_COMPRESSION`` is true, and never inflating past
    ``CHAT_MAX_MESSAGE_BYTES`` (close 1009).
