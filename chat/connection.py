@@ -287,7 +287,12 @@ class Connection:
             return  # nothing, or the writer sends it (after what it is sending)
         if self._accepted and self.transport.writable_now():
             frames = self.queue.take()
-            self.transport.write_now(self._encoded(frames))
+            try:
+                self.transport.write_now(self._encoded(frames))
+            except Exception:
+                log.exception("session %s: write failed", self.session.id)
+                self.abort()
+                return
             self._count(frames)
         else:
             self.start_writer()

@@ -460,6 +460,33 @@ async def test_a_writer_task_runs_only_while_a_socket_is_backed_up() -> None:
         assert writer_tasks() == 0
 
 
+class BrokenSocket(FakeTransport):
+    """A socket whose direct write fails (a bug below the app)."""
+
+    def write_now(self, texts: list[str]) -> None:
+        raise OSError("broken socket")
+
+
+async def test_a_failing_write_cuts_only_its_session_and_is_logged_once_with_its_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as harness:
+        broken, broken_session = await harness.connect(protocol=None, transport=BrokenSocket())
+        good, _ = await harness.connect(protocol=None)
+        with caplog.at_level(logging.ERROR, logger="chat"):
+            good.type("hello")
+            await settle()
+        assert broken.was_aborted()
+        assert state(broken_session) is SessionState.CLOSED
+        assert good.sent == ["hello"] and not good.was_aborted()
+        good.type("again")
+        await settle()
+        assert good.sent == ["hello", "again"]
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        assert broken_session.id in errors[0].getMessage()
+
+
 # -- shutdown ------------------------------------------------------------------------
 
 
