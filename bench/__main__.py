@@ -19,7 +19,7 @@ Scenarios:
 * ``latency-{batch,text}-1x100``: one sender at 50 messages/s into a room of
   100: 5,000 deliveries/s. Latency p50/p99/max.
 * ``echo``: sequential round trips on a room of one.
-* ``idle-{json,text}``: 5,000 sessions in 100 rooms, idle for 3 s with a
+* ``idle-{json,text}``: 5,000 sessions (``--idle N``: N) in 100 rooms, idle for 3 s with a
   heartbeat every second (JSON sessions answer each ping): server RSS per
   connection, connects per second.
 * ``stuck``: a room of 20 at 200 messages/s of 4 KB, one member never reads
@@ -413,7 +413,7 @@ def table(rows: list[Row]) -> str:
                     f"{row.scenario:<22} {target:<6} {r.get('deliveries_per_s', '-'):>8}"
                     f" {r.get('server_us_per_delivery', '-'):>9}"
                     f" {r.get('client_us_per_delivery', '-'):>9} {r.get('p50_ms', '-'):>7}"
-                    f" {r.get('p99_ms', '-'):>7} {r.get('max_ms', '-'):>8} {other:>22}"
+                    f" {r.get('p99_ms', '-'):>7} {r.get('max_ms', '-'):>8} {other:>22}".rstrip()
                 )
     return "\n".join(out)
 
@@ -429,6 +429,9 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a tenth of the messages and sessions (a smoke test)"
     )
+    parser.add_argument(
+        "--idle", type=int, metavar="N", help="idle scenarios: N sessions instead of 5,000"
+    )
     args = parser.parse_args()
     names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
@@ -440,6 +443,9 @@ def main() -> None:
     for name in names:
         row = Row(name)
         scenario = SCENARIOS[name].tenth() if args.quick else SCENARIOS[name]
+        if args.idle and scenario.idle:
+            members = max(1, args.idle // scenario.rooms)
+            scenario = replace(scenario, idle=members * scenario.rooms, members=members)
         for pair in range(args.pairs):
             row.chat.append(run("chat", scenario))
             if args.baseline:
