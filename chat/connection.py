@@ -174,6 +174,7 @@ class Connection:
     """Runs one accepted session until it ends; see the module docstring."""
 
     __slots__ = (
+        "_aborted",
         "_accepted",
         "_closing",
         "_epochs",
@@ -206,6 +207,7 @@ class Connection:
         self._limiter = RateLimiter(node.settings.rate, node.settings.burst, node.clock.now())
         self._closing: SessionClosed | None = None
         self._accepted = False
+        self._aborted = False
         self._finished = False
         #: The node's flusher will visit this session this turn.
         self._flush_pending = False
@@ -300,9 +302,13 @@ class Connection:
     def start_writer(self) -> None:
         """Start a writer task unless one runs (nothing is written before the accept)."""
         self._flush_pending = False
-        if not self._writing and self._accepted and not self._finished:
+        if self._writing or not self._accepted or self._finished or self._aborted:
+            return
+        if self._node.spawn(self._write_loop):
             self._writing = True
-            self._node.spawn(self._write_loop)
+        else:
+            # The node has stopped: nothing can be written any more.
+            self.transport.abort()
 
     # -- closing ---------------------------------------------------------------
 
@@ -337,6 +343,7 @@ class Connection:
 
     def abort(self) -> None:
         """Cut the connection now (a peer that does not answer the close)."""
+        self._aborted = True
         if self._closing is None:
             self.close(InternalError())
         self.transport.abort()
@@ -460,10 +467,10 @@ class Connection:
         queue = self.queue
         try:
             with anyio.CancelScope() as self._writer_scope:
-                while frames := queue.take():
+                while not self._aborted and (frames := queue.take()):
                     await self.transport.send_texts(self._encoded(frames))
                     self._count(frames)
-                if queue.closed and not self._finished:
+                if queue.closed and not (self._finished or self._aborted):
                     error = self._closing or InternalError()
                     await self.transport.close(error.code, error.description)
         except Exception:

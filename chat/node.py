@@ -110,10 +110,15 @@ class Node:
     async def _run_broker(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self.broker.run(self.rooms.dispatch, self.snapshot, task_status=task_status)
 
-    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run ``work`` in the node's task group (it must handle its own errors)."""
-        assert self._group is not None, "the node is not running"
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``work`` in the node's task group (it must handle its own errors).
+
+        False, and nothing runs, once the node has stopped.
+        """
+        if not self.running or self._group is None:
+            return False
         self._group.start_soon(work)
+        return True
 
     def snapshot(self) -> NodeState:
         """What this node holds: sessions, presence and claims (for the broker)."""

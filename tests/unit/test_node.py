@@ -460,6 +460,35 @@ async def test_a_writer_task_runs_only_while_a_socket_is_backed_up() -> None:
         assert writer_tasks() == 0
 
 
+async def test_an_abort_right_after_a_close_sends_nothing_more() -> None:
+    from chat.errors import IdleTimeout
+
+    async with running() as harness:
+        client, session = await harness.connect(transport=FakeTransport(answers_close=False))
+        connection = next(c for c in harness.node.registry.live() if c.session is session)
+        connection.close(IdleTimeout())  # a writer is due to send bye and the close frame
+        connection.abort()  # before it ran
+        await settle()
+        assert client.was_aborted()
+        assert client.closed is None
+        assert client.of_type("bye") == []
+
+
+async def test_a_session_whose_node_stopped_is_cut_instead_of_written_to() -> None:
+    async with running() as harness:
+        slow, _ = await harness.connect(protocol=None, transport=FakeTransport(stalled=True))
+        sender, _ = await harness.connect(protocol=None)
+        harness.node.running = False  # as after the node's task group ended
+        try:
+            assert harness.node.spawn(settle) is False
+            sender.type("late")
+            await settle()
+            assert slow.was_aborted()
+            assert writer_tasks() == 0
+        finally:
+            harness.node.running = True
+
+
 class BrokenSocket(FakeTransport):
     """A socket whose direct write fails (a bug below the app)."""
 
