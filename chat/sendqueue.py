@@ -116,7 +116,10 @@ class Flusher:
                 session.flush()
             except Exception:
                 log.exception("flushing a session failed")
-                session.start_writer()
+                try:
+                    session.start_writer()
+                except Exception:
+                    log.exception("starting a writer failed")
 
     async def run(self) -> None:
         """Flush until cancelled (in the node's task group)."""

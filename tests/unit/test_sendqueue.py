@@ -73,10 +73,13 @@ def test_clear_drops_everything_and_returns_the_count() -> None:
 class Recorder:
     """A session as the flusher sees it, recording what was asked of it."""
 
-    def __init__(self, log: list[str], name: str, *, fails: bool = False) -> None:
+    def __init__(
+        self, log: list[str], name: str, *, fails: bool = False, writer_fails: bool = False
+    ) -> None:
         self.log = log
         self.name = name
         self.fails = fails
+        self.writer_fails = writer_fails
 
     def flush(self) -> None:
         self.log.append(f"flush {self.name}")
@@ -85,6 +88,8 @@ class Recorder:
 
     def start_writer(self) -> None:
         self.log.append(f"writer {self.name}")
+        if self.writer_fails:
+            raise RuntimeError("no writer either")
 
 
 def test_a_flusher_that_is_not_running_tells_the_caller_to_start_a_writer() -> None:
@@ -126,6 +131,25 @@ async def test_a_failing_flush_falls_back_to_the_writer_and_the_others_still_flu
         await anyio.lowlevel.checkpoint()
         group.cancel_scope.cancel()
     assert log == ["flush bad", "writer bad", "flush good"]
+
+
+@pytest.mark.anyio
+async def test_a_session_that_cannot_flush_nor_write_does_not_cost_the_others_their_turn() -> None:
+    log: list[str] = []
+    flusher = Flusher()
+    async with anyio.create_task_group() as group:
+        group.start_soon(flusher.run)
+        await anyio.lowlevel.checkpoint()
+        flusher.add(Recorder(log, "bad", fails=True, writer_fails=True))
+        flusher.add(Recorder(log, "good"))
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        assert log == ["flush bad", "writer bad", "flush good"]
+        flusher.add(Recorder(log, "later"))  # the flusher still runs
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        assert log[-1] == "flush later"
+        group.cancel_scope.cancel()
 
 
 @pytest.mark.anyio
