@@ -131,7 +131,7 @@ class ConnectionHandle:
         if writer.transport.is_closing():
             return True  # gone: the reader sees the disconnect
         writer.write(b"".join(map(text_frame, texts)))
-        with suppress(ConnectionError):
+        with suppress(OSError):  # a lost connection: the reader sees it
             await writer.drain()
         return True
 
