@@ -30,7 +30,7 @@ class ChatApp(FastAPI):
     While no middleware was added to the app, a ``websocket`` scope that
     matches one of the WebSocket routes of :data:`chat.endpoints.router`
     (included at the root) skips them; everything else (HTTP, other routes,
-    any app with middleware) goes the usual way.
+    any app with middleware or FastAPI's own telemetry on) goes the usual way.
     """
 
     direct: tuple[WebSocketRoute, ...] = tuple(
@@ -38,7 +38,7 @@ class ChatApp(FastAPI):
     )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and not self.user_middleware:
+        if scope["type"] == "websocket" and not self.user_middleware and not self._traced():
             for route in self.direct:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
@@ -48,10 +48,15 @@ class ChatApp(FastAPI):
                     return
         await super().__call__(scope, receive, send)
 
+    def _traced(self) -> bool:
+        """FastAPI's native telemetry (0.165+) is on: its spans wrap every connection."""
+        telemetry = getattr(self, "_native_telemetry", None)
+        return telemetry is not None and bool(telemetry.enabled())
+
 
 def create_app(
     settings: Settings, *, clock: Clock | None = None, broker: Broker | None = None
-) -> FastAPI:
+) -> ChatApp:
     """Build the app: routes, status endpoints, and a lifespan that runs the node.
 
     ``clock`` and ``broker`` replace the real clock and the broker chosen by

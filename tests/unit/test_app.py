@@ -104,3 +104,27 @@ async def test_a_websocket_path_chat_does_not_serve_goes_to_the_router() -> None
     sent = await websocket(app, "/nowhere", [])
     assert sent == [{"type": "websocket.close", "code": 1000, "reason": ""}]
     assert app.middleware_stack is not None
+
+
+async def test_with_fastapis_own_telemetry_on_websockets_take_the_usual_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    traced: list[str] = []
+
+    class Tracing:
+        """FastAPI's NativeTelemetry as configured with a tracer provider."""
+
+        def enabled(self) -> bool:
+            return True
+
+        async def __call__(self, *, app: ASGIApp, scope: Scope, **kwargs: Any) -> None:
+            traced.append(scope["path"])
+            await app(scope, kwargs["receive"], kwargs["send"])
+
+    app = create_app(make_settings())
+    if not hasattr(app, "_native_telemetry"):  # FastAPI before 0.165: nothing to keep
+        assert app._traced() is False
+        return
+    monkeypatch.setattr(app, "_native_telemetry", Tracing())
+    assert texts_sent(await websocket(app, "/ws", ["traced"])) == ["Message text was: traced"]
+    assert traced == ["/ws"]
