@@ -318,18 +318,18 @@ def run(target: str, s: Scenario) -> dict[str, Any]:
 
 # -- the table -----------------------------------------------------------------------
 
-#: The figure each scenario is judged by, and whether lower is better.
+#: The figure each kind of scenario is judged by.
 KEY = {
-    "fanout": ("server_us_per_delivery", True),
-    "latency": ("p99_ms", True),
-    "echo": ("round_trips_per_s", False),
-    "idle": ("kib_per_connection", True),
-    "stuck": ("p99_ms", True),
-    "unstuck": ("p99_ms", True),
+    "fanout": "server_us_per_delivery",
+    "latency": "p99_ms",
+    "echo": "round_trips_per_s",
+    "idle": "kib_per_connection",
+    "stuck": "p99_ms",
+    "unstuck": "p99_ms",
 }
 
 
-def key_of(name: str) -> tuple[str, bool]:
+def key_of(name: str) -> str:
     return KEY[name.split("-")[0]]
 
 
@@ -340,12 +340,16 @@ class Row:
     naive: list[dict[str, Any]] = field(default_factory=list)
 
     def ratios(self) -> list[float]:
-        figure, _ = key_of(self.scenario)
-        return [
-            round(c[figure] / n[figure], 3)
-            for c, n in zip(self.chat, self.naive, strict=False)
-            if c.get(figure) and n.get(figure)
-        ]
+        return pair_ratios(self.chat, self.naive, key_of(self.scenario))
+
+
+def pair_ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], figure: str) -> list[float]:
+    """``figure`` of each run in ``a`` over that of the run beside it in ``b``."""
+    return [
+        round(x[figure] / y[figure], 3)
+        for x, y in zip(a, b, strict=False)
+        if x.get(figure) and y.get(figure)
+    ]
 
 
 def median(runs: list[dict[str, Any]], figure: str) -> Any:
@@ -359,7 +363,7 @@ def table(rows: list[Row]) -> str:
         f" {'ratio per pair':>24} {'median ratio':>13}"
     ]
     for row in rows:
-        figure, _ = key_of(row.scenario)
+        figure = key_of(row.scenario)
         chat, naive = median(row.chat, figure), median(row.naive, figure)
         ratios = row.ratios()
         out.append(
@@ -375,11 +379,7 @@ def table(rows: list[Row]) -> str:
             ("chat", stuck.chat, unstuck.chat),
             ("naive", stuck.naive, unstuck.naive),
         ):
-            ratios = [
-                round(x["p99_ms"] / y["p99_ms"], 3)
-                for x, y in zip(a, b, strict=False)
-                if x.get("p99_ms") and y.get("p99_ms")
-            ]
+            ratios = pair_ratios(a, b, "p99_ms")
             if ratios:
                 out.append(
                     f"{'stuck / unstuck':<22} {'p99_ms, ' + target:<24} {'':>14} {'':>15}"
