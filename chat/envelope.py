@@ -90,14 +90,3 @@ class NodeInfo:
     node: str
     sessions: int
     last_seen: float
-
-
-@dataclass(frozen=True, slots=True)
-class NodeState:
-    """What this node holds, for the cluster view and for re-asserting it after an outage."""
-
-    sessions: int
-    #: ``{(room, user): sessions present}`` on this node.
-    presence: dict[tuple[str, str], int]
-    #: ``{user: sessions admitted}`` on this node.
-    claims: dict[str, int]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self
@@ -21,7 +20,6 @@ from chat.auth import Authenticator, Identity, TokenError
 from chat.brokers import Broker, BrokerUnavailable, open_broker
 from chat.clock import Clock, MonotonicClock, wait_within
 from chat.connection import Connection, Endpoint, Handshake, Transport
-from chat.envelope import NodeState
 from chat.errors import Rejection, Shutdown
 from chat.protocol import MAX_EPOCH_LENGTH, Subprotocol
 from chat.registry import Registry
@@ -68,8 +66,6 @@ class Node:
         self.rooms = Rooms(self.broker)
         self.flusher = Flusher()
         self.auth = Authenticator(settings)
-        #: Sessions this node has counted against each user's cap (see the broker).
-        self.claims: Counter[str] = Counter()
         self.supervisor = Supervisor(self.registry, self.clock, settings.supervisor_tick)
         self.timers = Timers(
             heartbeat_interval=settings.heartbeat_interval,
@@ -108,7 +104,9 @@ class Node:
         return await self._group.__aexit__(exc_type, exc, traceback)
 
     async def _run_broker(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        await self.broker.run(self.rooms.dispatch, self.snapshot, task_status=task_status)
+        await self.broker.run(
+            self.rooms.dispatch, lambda: len(self.registry), task_status=task_status
+        )
 
     def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``work`` in the node's task group (it must handle its own errors).
@@ -119,14 +117,6 @@ class Node:
             return False
         self._group.start_soon(work)
         return True
-
-    def snapshot(self) -> NodeState:
-        """What this node holds: sessions, presence and claims (for the broker)."""
-        return NodeState(
-            sessions=len(self.registry),
-            presence=dict(self.rooms.presence()),
-            claims=dict(self.claims),
-        )
 
     @property
     def ready(self) -> bool:
@@ -183,13 +173,9 @@ class Node:
                 raise Rejection(429, "max_sessions_per_user", f"at most {cap} sessions per user")
         except BrokerUnavailable:
             raise Rejection(503, "broker_unavailable", "unavailable, try again later") from None
-        self.claims[user] += 1
         return True
 
     async def _release(self, session: Session) -> None:
-        self.claims[session.user] -= 1
-        if not self.claims[session.user]:
-            del self.claims[session.user]
         try:
             await self.broker.release_session(session.user)
         except BrokerUnavailable:

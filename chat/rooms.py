@@ -13,7 +13,6 @@ present members are told about presence changes.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -186,11 +185,3 @@ class Rooms:
     def counts(self) -> dict[str, int]:
         """``{room: local member count}`` for every room with a local member."""
         return {room: len(state.members) for room, state in self._rooms.items()}
-
-    def presence(self) -> Counter[tuple[str, str]]:
-        """``{(room, user): present sessions}`` on this node."""
-        found: Counter[tuple[str, str]] = Counter()
-        for room, state in self._rooms.items():
-            for member in state.present:
-                found[room, member.user] += 1
-        return found

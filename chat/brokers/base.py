@@ -7,12 +7,12 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskStatus
 
-from chat.envelope import Draft, NodeInfo, NodeState, PresenceChange, Publication, Recovery
+from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
 
 #: Called once per publication (and presence change) on every node subscribed to its room.
 Deliver = Callable[[Publication | PresenceChange], None]
-#: What this node holds now (for the cluster view and for resynchronising).
-Snapshot = Callable[[], NodeState]
+#: How many sessions this node holds now (for the cluster view).
+SessionCount = Callable[[], int]
 
 
 class BrokerUnavailable(Exception):
@@ -51,7 +51,7 @@ class Broker(Protocol):
         ...
 
     async def run(
-        self, deliver: Deliver, snapshot: Snapshot, *, task_status: TaskStatus[None]
+        self, deliver: Deliver, sessions: SessionCount, *, task_status: TaskStatus[None]
     ) -> None:
         """Deliver to ``deliver`` until cancelled; signal ``task_status`` at once, even
         if the broker is not reachable yet (the node then serves as unready)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from anyio.abc import TaskStatus
 
-from chat.brokers.base import Deliver, Snapshot
+from chat.brokers.base import Deliver, SessionCount
 from chat.clock import Clock
 from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
 from chat.history import HistoryStore
@@ -46,7 +46,7 @@ class InMemoryBroker:
         return {}
 
     async def run(
-        self, deliver: Deliver, snapshot: Snapshot, *, task_status: TaskStatus[None]
+        self, deliver: Deliver, sessions: SessionCount, *, task_status: TaskStatus[None]
     ) -> None:
         self._deliver = deliver
         task_status.started()

@@ -56,7 +56,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from chat.brokers.base import BrokerUnavailable, Deliver, Snapshot
+from chat.brokers.base import BrokerUnavailable, Deliver, SessionCount
 from chat.clock import Clock
 from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery, new_epoch
 
@@ -337,7 +337,7 @@ class RedisBroker:
         self._pubsub: PubSub | None = None
         self._group: TaskGroup | None = None
         self._deliver: Deliver | None = None
-        self._snapshot: Snapshot | None = None
+        self._sessions: SessionCount | None = None
         #: The Redis server's run: part of every epoch (a restart starts new runs).
         self._run = ""
         #: Rooms this node wants delivered (subscribed or to resubscribe).
@@ -422,10 +422,10 @@ class RedisBroker:
     # -- running ---------------------------------------------------------------
 
     async def run(
-        self, deliver: Deliver, snapshot: Snapshot, *, task_status: TaskStatus[None]
+        self, deliver: Deliver, sessions: SessionCount, *, task_status: TaskStatus[None]
     ) -> None:
         self._deliver = deliver
-        self._snapshot = snapshot
+        self._sessions = sessions
         # Commands get one immediate retry, on a broken connection only (a pooled
         # socket that died with a restarted Redis), never on a timeout, so a
         # frozen Redis still fails a call within the bound. The subscription
@@ -625,7 +625,7 @@ class RedisBroker:
             self._reconnect.set()
 
     async def _heartbeat(self) -> None:
-        assert self._snapshot is not None
+        assert self._sessions is not None
         assert self._redis is not None
         info = await self._call(self._redis.info("server"))
         if self._subscribed and str(info.get("run_id", ""))[:8] != self._run:
@@ -640,7 +640,7 @@ class RedisBroker:
                 keys=["chat:nodes", f"chat:node:{self._node}:info"],
                 args=[
                     self._node,
-                    self._snapshot().sessions,
+                    self._sessions(),
                     int(self._dead_after * 2000),
                     self._room_ttl_ms,
                     *sorted(self._rooms),

@@ -13,7 +13,7 @@ import pytest
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
 from chat.clock import Clock, FakeClock, MonotonicClock
-from chat.envelope import NodeState, PresenceChange, Publication
+from chat.envelope import PresenceChange, Publication
 from chat.settings import Settings
 from tests.redis_server import RedisServer
 
@@ -83,7 +83,7 @@ async def running(run: Running) -> AsyncIterator[Running]:
         await group.start(
             lambda *, task_status: run.broker.run(
                 run.delivered.append,
-                lambda: NodeState(sessions=1, presence={}, claims={}),
+                lambda: 1,
                 task_status=task_status,
             )
         )
