@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +24,10 @@ class Draft:
     text: str
     id: FrameId
     ts: float
+
+    def published(self, seq: int, epoch: str) -> Publication:
+        """This draft as the message its room's ``seq`` and run made of it."""
+        return Publication(self.room, seq, self.user, self.text, self.id, self.ts, epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,26 @@ class Recovery:
     epoch: str
     publications: tuple[Publication, ...] = ()
     complete: bool = False
+
+
+def recovery(
+    latest: int,
+    epoch: str,
+    since: int | None,
+    asked_epoch: str | None,
+    kept: Callable[[], Sequence[Publication]],
+) -> Recovery:
+    """The :class:`Recovery` of a room at ``latest`` in run ``epoch`` for a client that
+    asked with ``since`` (and ``asked_epoch``); ``kept()`` is the history after
+    ``since``, in order, read only when needed."""
+    if since is None or (asked_epoch is not None and asked_epoch != epoch) or since > latest:
+        return Recovery(latest, epoch)
+    if since == latest:
+        return Recovery(latest, epoch, complete=True)
+    found = kept()
+    if not found or found[0].seq != since + 1 or found[-1].seq != latest:
+        return Recovery(latest, epoch)
+    return Recovery(latest, epoch, tuple(found), complete=True)
 
 
 def encode_message(publication: Publication) -> str:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chat.envelope import Draft, Publication, Recovery, new_epoch
+from chat.envelope import Draft, Publication, Recovery, new_epoch, recovery
 
 #: Bytes counted per message on top of its text object (the entry, the
 #: publication, its id and bookkeeping), measured with tracemalloc.
@@ -66,15 +66,7 @@ class HistoryStore:
         room = self._room(draft.room)
         room.seq += 1
         room.last_publish = now
-        publication = Publication(
-            room=draft.room,
-            seq=room.seq,
-            user=draft.user,
-            text=draft.text,
-            id=draft.id,
-            ts=draft.ts,
-            epoch=room.epoch,
-        )
+        publication = draft.published(room.seq, room.epoch)
         if self._size and self._ttl:
             entry = _Entry(publication, now, sys.getsizeof(draft.text) + ENTRY_OVERHEAD)
             room.entries.append(entry)
@@ -106,18 +98,16 @@ class HistoryStore:
         """The latest ``seq`` and ``epoch`` and, with ``since``, the messages after it
         if all are kept and ``epoch`` (when given) is still the room's run."""
         found = self._room(room)
-        latest = found.seq
-        if since is None or (epoch is not None and epoch != found.epoch) or since > latest:
-            return Recovery(latest, found.epoch)
-        if since == latest:
-            return Recovery(latest, found.epoch, complete=True)
-        horizon = now - self._ttl
-        kept = [
-            e.publication for e in found.entries if e.at > horizon and e.publication.seq > since
-        ]
-        if not kept or kept[0].seq != since + 1 or kept[-1].seq != latest:
-            return Recovery(latest, found.epoch)
-        return Recovery(latest, found.epoch, tuple(kept), complete=True)
+        horizon, after = now - self._ttl, since or 0
+        return recovery(
+            found.seq,
+            found.epoch,
+            since,
+            epoch,
+            lambda: [
+                e.publication for e in found.entries if e.at > horizon and e.publication.seq > after
+            ],
+        )
 
     def hold(self, room: str) -> None:
         """A subscriber needs ``room``: keep its ``seq`` however old its history."""

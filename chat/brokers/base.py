@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -13,6 +14,13 @@ from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
 Deliver = Callable[[Publication | PresenceChange], None]
 #: How many sessions this node holds now (for the cluster view).
 SessionCount = Callable[[], int]
+
+
+def discount(counter: Counter[Any], key: Any) -> None:
+    """One less of ``key`` in ``counter``, which forgets keys that reach zero."""
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 class BrokerUnavailable(Exception):

@@ -7,7 +7,7 @@ from typing import Any
 
 from anyio.abc import TaskStatus
 
-from chat.brokers.base import Deliver, SessionCount
+from chat.brokers.base import Deliver, SessionCount, discount
 from chat.clock import Clock
 from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
 from chat.history import HistoryStore
@@ -96,9 +96,7 @@ class InMemoryBroker:
         return True
 
     async def release_session(self, user: str) -> None:
-        self._claims[user] -= 1
-        if self._claims[user] <= 0:
-            del self._claims[user]
+        discount(self._claims, user)
 
     async def nodes(self) -> list[NodeInfo] | None:
         return None

@@ -56,9 +56,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from chat.brokers.base import BrokerUnavailable, Deliver, SessionCount
+from chat.brokers.base import BrokerUnavailable, Deliver, SessionCount, discount
 from chat.clock import Clock
-from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery, new_epoch
+from chat.envelope import (
+    Draft,
+    NodeInfo,
+    PresenceChange,
+    Publication,
+    Recovery,
+    new_epoch,
+    recovery,
+)
 
 log = logging.getLogger("chat.broker")
 
@@ -718,15 +726,7 @@ class RedisBroker:
                 ],
             )
         )
-        return Publication(
-            room=draft.room,
-            seq=int(seq),
-            user=draft.user,
-            text=draft.text,
-            id=draft.id,
-            ts=draft.ts,
-            epoch=str(epoch),
-        )
+        return draft.published(int(seq), str(epoch))
 
     async def subscribe(self, room: str) -> None:
         pubsub = self._pubsub
@@ -759,13 +759,7 @@ class RedisBroker:
         if room in self._rooms and room not in self._delivered:
             # The first local member's view of the room: later gaps are filled from here.
             self._delivered[room] = (current, latest)
-        if since is None or (epoch is not None and epoch != current) or since > latest:
-            return Recovery(latest, current)
-        if since == latest:
-            return Recovery(latest, current, complete=True)
-        if not kept or kept[0].seq != since + 1 or kept[-1].seq != latest:
-            return Recovery(latest, current)
-        return Recovery(latest, current, tuple(kept), complete=True)
+        return recovery(latest, current, since, epoch, lambda: kept)
 
     async def _kept_after(self, room: str, since: int | None) -> tuple[int, str, list[Publication]]:
         """The room's latest seq and epoch, and its kept messages after ``since``, in order."""
@@ -808,7 +802,7 @@ class RedisBroker:
 
     async def presence_leave(self, room: str, user: str) -> bool:
         async with self._share_lock:
-            self._forget(self._presence, (room, user))
+            discount(self._presence, (room, user))
             last = await self._call(
                 self._scripts["presence_leave"](
                     keys=[f"{_room(room)}:presence", f"chat:node:{self._node}:presence"],
@@ -848,18 +842,12 @@ class RedisBroker:
 
     async def release_session(self, user: str) -> None:
         async with self._share_lock:
-            self._forget(self._claims, user)
+            discount(self._claims, user)
             await self._call(
                 self._scripts["release"](
                     keys=["chat:sessions", f"chat:node:{self._node}:claims"], args=[user]
                 )
             )
-
-    @staticmethod
-    def _forget(counter: Counter[Any], key: Any) -> None:
-        counter[key] -= 1
-        if counter[key] <= 0:
-            del counter[key]
 
     async def nodes(self) -> list[NodeInfo] | None:
         live, _ = await self._call(
