@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from chat.auth import algorithm_for
 from chat.settings import SettingsError, load_settings
 
 
@@ -38,12 +38,14 @@ def mint(args: argparse.Namespace) -> str:
     if issuer:
         claims["iss"] = issuer
     if args.key:
-        key = load_pem_private_key(Path(args.key).read_bytes(), password=None)
-        if isinstance(key, rsa.RSAPrivateKey):
-            return jwt.encode(claims, key, algorithm="RS256")
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return jwt.encode(claims, key, algorithm="ES256")
-        raise SystemExit("chat token: --key must be an RSA or EC P-256 private key in PEM")
+        key: Any = load_pem_private_key(Path(args.key).read_bytes(), password=None)
+        try:
+            algorithm = algorithm_for(key)
+        except ValueError:
+            raise SystemExit(
+                "chat token: --key must be an RSA or EC P-256 private key in PEM"
+            ) from None
+        return jwt.encode(claims, key, algorithm=algorithm)
     if not settings.jwt_secret:
         raise SystemExit("chat token: set CHAT_JWT_SECRET (HS256) or give --key private.pem")
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

@@ -144,9 +144,7 @@ class Authenticator:
             raise TokenError("invalid_token", "token audience does not match") from None
         except jwt.InvalidIssuerError:
             raise TokenError("invalid_token", "token issuer does not match") from None
-        except jwt.InvalidTokenError:
-            raise TokenError("invalid_token", "invalid token") from None
-        except Exception:  # anything else a crafted token can make PyJWT raise
+        except Exception:  # any other InvalidTokenError, or what a crafted token makes PyJWT raise
             raise TokenError("invalid_token", "invalid token") from None
         return self._identity(claims, now)
 
@@ -203,8 +201,19 @@ def load_public_key(pem: str) -> tuple[Any, str]:
         key = load_pem_public_key(pem.encode())
     except (ValueError, TypeError) as error:
         raise ValueError("not a PEM public key") from error
-    if isinstance(key, rsa.RSAPublicKey):
-        return key, "RS256"
-    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
-        return key, "ES256"
-    raise ValueError("only RSA and EC P-256 public keys are supported")
+    return key, algorithm_for(key)
+
+
+def algorithm_for(key: Any) -> str:
+    """RS256 for an RSA key, ES256 for an EC P-256 key (public or private).
+
+    Raises :class:`ValueError` for anything else.
+    """
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return "RS256"
+    if (
+        isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey)
+        and key.curve.name == "secp256r1"
+    ):
+        return "ES256"
+    raise ValueError("only RSA and EC P-256 keys are supported")

@@ -58,6 +58,23 @@ def test_a_private_key_signs_es256(
     assert "rooms" not in claims
 
 
+def test_a_key_the_server_could_not_verify_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The server takes EC keys on P-256 only: an ES256 token from P-384 would never pass.
+    monkeypatch.delenv("CHAT_JWT_SECRET", raising=False)
+    pem = tmp_path / "p384.pem"
+    pem.write_bytes(
+        ec.generate_private_key(ec.SECP384R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(SystemExit, match="RSA or EC P-256 private key"):
+        main(["token", "--sub", "bob", "--key", str(pem)])
+
+
 def test_without_a_secret_or_key_it_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHAT_JWT_SECRET", raising=False)
     with pytest.raises(SystemExit, match="CHAT_JWT_SECRET"):
