@@ -43,7 +43,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -245,7 +245,7 @@ return left
 SYNC = """
 local node = ARGV[1]
 local joined, left = {}, {}
-local function apply(key, member, delta, track)
+local function apply(key, member, delta)
   local before = tonumber(redis.call('HGET', key, member) or '0')
   local after = redis.call('HINCRBY', key, member, delta)
   if after <= 0 then redis.call('HDEL', key, member) end
@@ -579,8 +579,7 @@ class RedisBroker:
         known = self._delivered.get(room)
         if known is not None:
             epoch, seq = known
-            if epoch == publication.epoch and publication.seq <= seq:
-                return
+            # (One already delivered is dropped by _deliver_now.)
             if publication.seq > (seq + 1 if epoch == publication.epoch else 1):
                 # Missed messages (a deaf spell, or a new run begun meanwhile).
                 self._start_fill(room)
@@ -695,11 +694,9 @@ class RedisBroker:
         await self._announce_pairs(joined, "join")
         await self._announce_pairs(left, "leave")
 
-    async def _announce_pairs(self, pairs: list[str], event: str) -> None:
+    async def _announce_pairs(self, pairs: list[str], event: Literal["join", "leave"]) -> None:
         for room, user in zip(pairs[::2], pairs[1::2], strict=True):
-            await self.announce(
-                PresenceChange(room, "join" if event == "join" else "leave", user, "")
-            )
+            await self.announce(PresenceChange(room, event, user, ""))
 
     # -- the broker interface ----------------------------------------------------
 
@@ -713,15 +710,16 @@ class RedisBroker:
             "id": draft.id,
             "ts": draft.ts,
         }
+        key = _room(draft.room)
         seq, epoch = await self._call(
             self._scripts["publish"](
-                keys=[f"{_room(draft.room)}:meta", f"{_room(draft.room)}:log"],
+                keys=[f"{key}:meta", f"{key}:log"],
                 args=[
                     orjson.dumps(fields).decode()[1:],
                     new_epoch(),
                     self._history_size if self._history_ttl else 0,
                     self._room_ttl_ms,
-                    _room(draft.room),
+                    key,
                     self._run,
                 ],
             )
