@@ -58,12 +58,14 @@ class Node:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings
+        #: The allowed origins, parsed once (None: any).
+        self._origins = settings.origins
         self.clock: Clock = clock or MonotonicClock()
         self.broker: Broker = broker or open_broker(settings, self.clock)
         self.registry = Registry(
             retention=settings.closed_retention, max_closed=settings.closed_max
         )
-        self.rooms = Rooms(self.broker)
+        self.rooms = Rooms(self.broker, self.spawn)
         self.flusher = Flusher()
         self.auth = Authenticator(settings)
         self.supervisor = Supervisor(self.registry, self.clock, settings.supervisor_tick)
@@ -85,7 +87,6 @@ class Node:
         await group.__aenter__()
         self._group = group
         await group.start(self._run_broker)
-        group.start_soon(self.rooms.run)
         group.start_soon(self.flusher.run)
         group.start_soon(self.supervisor.run)
         self.running = True
@@ -108,14 +109,14 @@ class Node:
             self.rooms.dispatch, lambda: len(self.registry), task_status=task_status
         )
 
-    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-        """Run ``work`` in the node's task group (it must handle its own errors).
+    def spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: object) -> bool:
+        """Run ``work(*args)`` in the node's task group (it must handle its own errors).
 
         False, and nothing runs, once the node has stopped.
         """
         if not self.running or self._group is None:
             return False
-        self._group.start_soon(work)
+        self._group.start_soon(work, *args)
         return True
 
     @property
@@ -230,7 +231,7 @@ class Node:
             raise Rejection(
                 400, "bad_epoch", f"epoch must be at most {MAX_EPOCH_LENGTH} characters"
             )
-        origins = self.settings.origins
+        origins = self._origins
         origin = handshake.origin
         if origins is not None and origin is not None and origin.lower() not in origins:
             raise Rejection(403, "bad_origin", "origin not allowed")

@@ -4,8 +4,8 @@ A publication is encoded once per process and handed to every local member
 without waiting (:meth:`Member.deliver` only queues), so no member can slow a
 room down. The broker subscription for a room is reference-counted: taken for
 its first local member (every joiner waits until it is in place), released
-with its last by a task :meth:`Rooms.run` owns, so that leaving never waits
-on the broker. Presence is counted per user by the broker (cluster-wide);
+with its last by a task in the node's task group, so that leaving never
+waits on the broker. Presence is counted per user by the broker (cluster-wide);
 here a member only counts as present once its join fully succeeded, and only
 present members are told about presence changes.
 """
@@ -13,17 +13,19 @@ present members are told about presence changes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import anyio
-from anyio.abc import TaskGroup
 
 from chat.brokers import Broker, BrokerUnavailable, Publication
 from chat.envelope import PresenceChange, encode_message
 from chat.protocol import Presence, encode
 
 log = logging.getLogger("chat.rooms")
+
+#: Runs ``work(*args)`` in the background; False (nothing run) once stopped.
+Spawn = Callable[..., bool]
 
 
 class Member(Protocol):
@@ -63,23 +65,19 @@ class _Room:
 
 
 class Rooms:
-    """The rooms of this process and their members. Run :meth:`run`."""
+    """The rooms of this process and their members.
 
-    def __init__(self, broker: Broker) -> None:
+    ``spawn`` runs a background broker call (releasing presence, unsubscribing)
+    in the node's task group; it returns False, running nothing, once the node
+    has stopped.
+    """
+
+    def __init__(self, broker: Broker, spawn: Spawn) -> None:
         self._broker = broker
+        self._spawn = spawn
         self._rooms: dict[str, _Room] = {}
         #: Rooms whose unsubscribe is in flight: a new first member waits for it.
         self._unsubscribing: dict[str, anyio.Event] = {}
-        self._group: TaskGroup | None = None
-
-    async def run(self) -> None:
-        """Own the background broker calls until cancelled (in the node's task group)."""
-        async with anyio.create_task_group() as group:
-            self._group = group
-            try:
-                await anyio.sleep_forever()
-            finally:
-                self._group = None
 
     async def join(self, room: str, member: Member) -> None:
         """Deliver ``room`` to ``member`` from now on; returns once this process is subscribed.
@@ -134,15 +132,13 @@ class Rooms:
         del state.members[member]
         if member in state.present:
             state.present.discard(member)
-            self._background(self._release_presence, room, member.user, member.id)
+            self._spawn(self._release_presence, room, member.user, member.id)
         if not state.members and state.subscribed:
             del self._rooms[room]
             done = self._unsubscribing[room] = anyio.Event()
-            self._background(self._unsubscribe, room, done)
-
-    def _background(self, call: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
-        if self._group is not None:  # not running: nothing to release to
-            self._group.start_soon(call, *args)
+            if not self._spawn(self._unsubscribe, room, done):
+                del self._unsubscribing[room]  # stopped: nothing to release to
+                done.set()
 
     async def _release_presence(self, room: str, user: str, origin: str) -> None:
         try:
