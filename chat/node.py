@@ -58,8 +58,6 @@ class Node:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings
-        #: The allowed origins, parsed once (None: any).
-        self._origins = settings.origins
         self.clock: Clock = clock or MonotonicClock()
         self.broker: Broker = broker or open_broker(settings, self.clock)
         self.registry = Registry(
@@ -231,7 +229,7 @@ class Node:
             raise Rejection(
                 400, "bad_epoch", f"epoch must be at most {MAX_EPOCH_LENGTH} characters"
             )
-        origins = self._origins
+        origins = self.settings.origins
         origin = handshake.origin
         if origins is not None and origin is not None and origin.lower() not in origins:
             raise Rejection(403, "bad_origin", "origin not allowed")
