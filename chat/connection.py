@@ -112,10 +112,6 @@ class Transport(Protocol):
         """The next text or binary message, or :class:`Disconnect` once the connection ended."""
         ...
 
-    async def send_text(self, text: str) -> None:
-        """Send one text frame; returns quietly if the connection is already gone."""
-        ...
-
     async def send_texts(self, texts: list[str]) -> None:
         """Send several text frames, in order (at once where the server allows)."""
         ...
@@ -255,8 +251,8 @@ class Connection:
             if held is not None:
                 if len(held) < self._node.settings.send_queue:
                     held.append((publication, frame))
-                elif self._closing is None:
-                    self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
+                else:
+                    self._overflowed()
                 return
         if publication.epoch != self._epochs.get(room, publication.epoch):
             # The room started a new run (its broker state was lost): follow it.
@@ -276,11 +272,15 @@ class Connection:
         if self._closing is not None:
             return
         if not self.queue.put_nowait(frame):
-            self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
+            self._overflowed()
         elif not self._flush_pending:
             self._flush_pending = True
             if not self._node.flusher.add(self):
                 self.start_writer()
+
+    def _overflowed(self) -> None:
+        """More is waiting for this session than ``CHAT_SEND_QUEUE``: close it 1013."""
+        self.close(SlowConsumer(retry_after_ms=self._node.retry_after_ms()))
 
     def flush(self) -> None:
         """Write what is queued now if the socket takes it; else start the writer."""
@@ -515,30 +515,32 @@ class Connection:
     # -- client frames -----------------------------------------------------------
 
     async def _on_echo(self, text: str) -> None:
-        if self._within_rate():
-            self.session.touch(self._node.clock.now())
+        now = self._node.clock.now()
+        if self._within_rate(now):
+            self.session.touch(now)
             self.send(f"Message text was: {text}")
 
     async def _on_room_text(self, text: str) -> None:
         session = self.session
         clock = self._node.clock
-        if not self._within_rate():
+        now = clock.now()
+        if not self._within_rate(now):
             return
-        session.touch(clock.now())
+        session.touch(now)
         room = session.rooms[0]
         try:
             await self._node.broker.publish(Draft(room, session.user, text, None, clock.time()))
         except BrokerUnavailable:
             self.close(BrokerDown(retry_after_ms=self._node.retry_after_ms()))
 
-    def _within_rate(self, raw: str | None = None) -> bool:
+    def _within_rate(self, now: float, raw: str | None = None) -> bool:
         """Take a token for one client frame, before it is even parsed.
 
         False when it must be dropped: over the rate, JSON sessions get
         ``error`` ``rate_limited`` (plain text: dropped and counted); a flood
         closes the session with 1008.
         """
-        verdict = self._limiter.check(self._node.clock.now())
+        verdict = self._limiter.check(now)
         if verdict is Verdict.ALLOW:
             return True
         self._node.registry.totals.rate_limited += 1
@@ -550,9 +552,9 @@ class Connection:
         return False
 
     async def _on_json(self, raw: str) -> None:
-        if not self._within_rate(raw):
-            return
         now = self._node.clock.now()
+        if not self._within_rate(now, raw):
+            return
         try:
             frame = decode_client_frame(raw)
         except FrameError as error:
@@ -575,19 +577,19 @@ class Connection:
             self.send(error_frame(error))
 
     async def _on_request(self, frame: ClientFrame) -> None:
-        if isinstance(frame, Send):
-            await self._publish(frame)
-        elif isinstance(frame, Join):
-            try:
+        try:
+            if isinstance(frame, Send):
+                await self._publish(frame)
+            elif isinstance(frame, Join):
                 await self._join(frame.room, frame.since, frame.epoch, frame.id)
-            except BrokerUnavailable:
-                raise FrameError(
-                    ErrorCode.UNAVAILABLE, "the broker is unavailable, try again", frame.id
-                ) from None
-        elif isinstance(frame, Leave):
-            await self._leave(frame)
-        elif isinstance(frame, Refresh):
-            self._refresh(frame)
+            elif isinstance(frame, Leave):
+                self._leave(frame)
+            elif isinstance(frame, Refresh):
+                self._refresh(frame)
+        except BrokerUnavailable:
+            raise FrameError(
+                ErrorCode.UNAVAILABLE, "the broker is unavailable, try again", frame.id
+            ) from None
 
     def _refresh(self, frame: Refresh) -> None:
         """Replace the session's token; a refused one changes nothing."""
@@ -610,21 +612,14 @@ class Connection:
         self.session.token_deadline = node.token_deadline(identity)
         # The new token's rooms apply at once: rooms it no longer allows are left.
         for room in [r for r in self.session.rooms if not identity.may_join(r)]:
-            self.session.rooms.remove(room)
-            self._leave_room(room)
-            self.send(encode(Left(room=room)))
+            self._drop(room)
 
     async def _publish(self, frame: Send) -> None:
         session = self.session
         if frame.room not in session.rooms:
             raise FrameError(ErrorCode.NOT_JOINED, f"not joined to {frame.room}", frame.id)
         draft = Draft(frame.room, session.user, frame.text, frame.id, self._node.clock.time())
-        try:
-            publication = await self._node.broker.publish(draft)
-        except BrokerUnavailable:
-            raise FrameError(
-                ErrorCode.UNAVAILABLE, "the broker is unavailable, try again", frame.id
-            ) from None
+        publication = await self._node.broker.publish(draft)
         self.send(encode(Ack(id=frame.id, room=frame.room, seq=publication.seq)))
 
     async def _join(
@@ -691,7 +686,7 @@ class Connection:
             fits = len(replay) + 2 <= node.settings.send_queue - len(self.queue)
             recovered = recovery.complete and fits
             self._send_joined(room, recovery.latest, recovery.epoch, recovered, users)
-            if recovery.complete and fits:
+            if recovered:
                 for publication in replay:
                     self.send(encode_message(publication))
         for publication, frame in held:
@@ -709,12 +704,16 @@ class Connection:
         joined = Joined(room=room, seq=seq, epoch=epoch, recovered=recovered, members=members)
         self.send(encode(joined))
 
-    async def _leave(self, frame: Leave) -> None:
+    def _leave(self, frame: Leave) -> None:
         if frame.room not in self.session.rooms:
             raise FrameError(ErrorCode.NOT_JOINED, f"not joined to {frame.room}", frame.id)
-        self.session.rooms.remove(frame.room)
-        self._leave_room(frame.room)
-        self.send(encode(Left(room=frame.room)))
+        self._drop(frame.room)
+
+    def _drop(self, room: str) -> None:
+        """Leave a joined ``room`` and tell the client (``left``)."""
+        self.session.rooms.remove(room)
+        self._leave_room(room)
+        self.send(encode(Left(room=room)))
 
     def _leave_room(self, room: str) -> None:
         """Leave ``room`` now (presence is released, and announced, in the background)."""

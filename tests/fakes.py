@@ -76,13 +76,6 @@ class FakeTransport:
         self.sent.extend(texts)
         self.writes.append(texts)
 
-    async def send_text(self, text: str) -> None:
-        if self.stalled:
-            await self._unstall.wait()
-        if not self._ended:
-            self.sent.append(text)
-            self.writes.append([text])
-
     async def close(self, code: int, reason: str) -> None:
         if self.stalled:
             await self._unstall.wait()
