@@ -27,5 +27,4 @@ _log.addHandler(_handler)
 _log.setLevel(settings.log_level)
 _log.propagate = False
 app = create_app(settings)
-if not hypercorn_hooks.install(app.state.node):
-    _log.warning("running without the Hypercorn hooks: shutdown will not drain sessions")
+hypercorn_hooks.install(app.state.node)  # on another Hypercorn version, it says why not

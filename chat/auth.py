@@ -63,6 +63,13 @@ class Identity:
         return any(wildcard_match(pattern, room) for pattern in self.rooms)
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The credentials of an ``Authorization: Bearer <token>`` header value, if any."""
+    scheme, _, credentials = authorization.partition(" ")
+    token = credentials.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def wildcard_match(pattern: str, name: str) -> bool:
     """Whether ``name`` matches ``pattern``, where ``*`` matches any run of characters.
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
+from chat.auth import bearer_token
 from chat.connection import CLIENT_CLOSED, CONNECTION_LOST, Disconnect, Endpoint, Handshake
 from chat.errors import CloseCode
 from chat.hypercorn_hooks import ConnectionHandle, current_connection
@@ -111,10 +112,7 @@ def _handshake(websocket: WebSocket, endpoint: Endpoint, **fields: Any) -> Hands
     """What the domain needs of a handshake: protocols, user, origin, and the token
     from ``Authorization: Bearer``, ``?token=`` or a ``bearer.<jwt>`` subprotocol."""
     offered = tuple(websocket.scope.get("subprotocols", ()))
-    token = None
-    scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        token = credentials.strip()
+    token = bearer_token(websocket.headers.get("authorization", ""))
     for name in offered:
         if token is None and name.startswith(BEARER_PROTOCOL):
             token = name[len(BEARER_PROTOCOL) :]

@@ -47,7 +47,7 @@ from contextlib import suppress
 from contextvars import ContextVar
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import ConnectionState
 
@@ -67,13 +67,10 @@ SUPPORTED_HYPERCORN = "0.18.0"
 class ConnectionHandle:
     """What the app may know and do about its own TCP connection under Hypercorn."""
 
-    __slots__ = ("app_queue", "closed_with", "deflate", "pinger", "transport", "writer", "wsproto")
+    __slots__ = ("app_queue", "closed_with", "deflate", "pinger", "writer", "wsproto")
 
     def __init__(self, writer: asyncio.StreamWriter | None) -> None:
         self.writer = writer
-        self.transport: asyncio.Transport | None = None
-        if writer is not None:
-            self.transport = cast(asyncio.Transport, writer.transport)
         #: Hypercorn's protocol-ping task for this connection, if pings are on.
         self.pinger: asyncio.Task[Any] | None = None
         #: ``(code, reason, by)`` of the first close seen below the app.
@@ -130,7 +127,7 @@ class ConnectionHandle:
             return False
         if writer.transport.is_closing():
             return True  # gone: the reader sees the disconnect
-        writer.write(b"".join(map(text_frame, texts)))
+        self.write_now(texts)
         with suppress(OSError):  # a lost connection: the reader sees it
             await writer.drain()
         return True
@@ -149,8 +146,8 @@ class ConnectionHandle:
     def abort(self) -> None:
         """Drop the TCP connection now, discarding what the peer never read."""
         self.release()
-        if self.transport is not None:
-            self.transport.abort()
+        if self.writer is not None:
+            self.writer.transport.abort()
 
 
 #: :meth:`ConnectionHandle.write_now` is not used while more than this waits

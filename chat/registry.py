@@ -66,7 +66,8 @@ class Registry:
         self._emptied: anyio.Event | None = None
         #: Admitted sessions per client address (for the cap).
         self._per_host: Counter[str] = Counter()
-        self._counted: dict[str, str] = {}
+        #: Ids of the admitted sessions counted in ``_per_host``.
+        self._counted: set[str] = set()
         self.totals = Totals()
 
     def add(self, live: Live) -> None:
@@ -84,7 +85,7 @@ class Registry:
     def admit(self, live: Live) -> None:
         """Count an admitted session against its address's cap (until retired)."""
         session = live.session
-        self._counted[session.id] = session.host
+        self._counted.add(session.id)
         self._per_host[session.host] += 1
 
     def rejected(self, live: Live, reason: str) -> None:
@@ -101,11 +102,11 @@ class Registry:
         session = live.session
         if self._live.pop(session.id, None) is None:
             return
-        host = self._counted.pop(session.id, None)
-        if host is not None:
-            self._per_host[host] -= 1
-            if not self._per_host[host]:
-                del self._per_host[host]
+        if session.id in self._counted:
+            self._counted.discard(session.id)
+            self._per_host[session.host] -= 1
+            if not self._per_host[session.host]:
+                del self._per_host[session.host]
         if self._max_closed:
             self._closed[session.id] = session
             while len(self._closed) > self._max_closed:

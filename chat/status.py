@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from chat import __version__
-from chat.auth import TokenError
+from chat.auth import TokenError, bearer_token
 from chat.brokers import BrokerUnavailable
 from chat.metrics import Metrics
 from chat.node import Node
@@ -40,8 +40,7 @@ def require_status_access(request: Request) -> None:
     status_token = node.settings.status_token
     if not status_token and not node.auth.enabled:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    given = given.strip() if scheme.lower() == "bearer" else ""
+    given = bearer_token(request.headers.get("authorization", ""))
     if given:
         if status_token and hmac.compare_digest(given.encode(), status_token.encode()):
             return
