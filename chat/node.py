@@ -148,7 +148,8 @@ class Node:
         try:
             try:
                 connection.identity = self._admit(handshake, connection)
-                claimed = await self._claim(session.user)
+                await self._claim(session.user)
+                claimed = True
             except Exception as error:
                 rejection = error if isinstance(error, Rejection) else None
                 if rejection is None:
@@ -164,15 +165,14 @@ class Node:
                 with anyio.CancelScope(shield=True):
                     await self._release(session)
 
-    async def _claim(self, user: str) -> bool:
+    async def _claim(self, user: str) -> None:
         """Count a session against ``user``'s cluster-wide cap; raises :class:`Rejection`."""
         cap = self.settings.max_sessions_per_user
         try:
             if not await self.broker.claim_session(user, cap):
                 raise Rejection(429, "max_sessions_per_user", f"at most {cap} sessions per user")
         except BrokerUnavailable:
-            raise Rejection(503, "broker_unavailable", "unavailable, try again later") from None
-        return True
+            raise _broker_down() from None
 
     async def _release(self, session: Session) -> None:
         try:
@@ -252,7 +252,7 @@ class Node:
         if self.draining or not self.running:
             raise Rejection(503, "draining", "the server is shutting down")
         if not self.broker.healthy:
-            raise Rejection(503, "broker_unavailable", "unavailable, try again later")
+            raise _broker_down()
         if len(self.registry) > settings.max_sessions:
             raise Rejection(503, "max_sessions", "the server is full, try again later")
         cap = settings.max_sessions_per_ip
@@ -288,3 +288,7 @@ class Node:
                 await wait_within(self.clock, ABORT_GRACE, self.registry.wait_empty)
         finally:
             self._drained.set()
+
+
+def _broker_down() -> Rejection:
+    return Rejection(503, "broker_unavailable", "unavailable, try again later")
