@@ -65,7 +65,8 @@ class Harness:
         transport: FakeTransport | None = None,
     ) -> tuple[FakeTransport, Session]:
         transport = transport or FakeTransport()
-        before = {live.session.id for live in self.node.registry.live()}
+        # Every session known before, live or closed: the new one is the only other.
+        before = {session.id for session, _ in self.node.registry.sessions()}
         handshake = Handshake(
             endpoint=endpoint,
             remote="127.0.0.1:5000",
@@ -79,10 +80,8 @@ class Harness:
         )
         self.group.start_soon(self.node.handle, handshake, transport)
         await settle()
-        new = [live.session for live in self.node.registry.live() if live.session.id not in before]
-        if not new:
-            found = list(self.node.registry.sessions())
-            return transport, found[0][0]
+        new = [session for session, _ in self.node.registry.sessions() if session.id not in before]
+        assert len(new) == 1, f"expected exactly one new session, got {[s.id for s in new]}"
         return transport, new[0]
 
     async def advance(self, seconds: float) -> None:

@@ -21,6 +21,11 @@ pytestmark = pytest.mark.anyio
 
 HISTORY_SIZE = 5
 
+#: A room of the tests' own: what is published (or announced) to it after an
+#: action arrives after everything the action delivered, so a test waits for it
+#: instead of sleeping. The delivered lists below leave it out.
+SENTINEL = "sentinel"
+
 
 @dataclass
 class Running:
@@ -32,15 +37,34 @@ class Running:
         return [
             p
             for p in self.delivered
-            if isinstance(p, Publication) and (room is None or p.room == room)
+            if isinstance(p, Publication)
+            and p.room != SENTINEL
+            and (room is None or p.room == room)
         ]
 
     def changes(self) -> list[PresenceChange]:
-        return [p for p in self.delivered if isinstance(p, PresenceChange)]
+        return [p for p in self.delivered if isinstance(p, PresenceChange) and p.room != SENTINEL]
 
     async def publish(self, room: str, text: str) -> Publication:
         draft = Draft(room=room, user="u", text=text, id=None, ts=self.clock.time())
         return await self.broker.publish(draft)
+
+    async def delivered_so_far(self, *, presence: bool = False) -> None:
+        """Return once everything published or announced before this call was delivered.
+
+        Sends a sentinel (a publication, or a presence change) to the sentinel
+        room and waits until it comes back: the memory broker delivers at once,
+        and Redis delivers in order on this node's one pub/sub connection.
+        """
+        await self.broker.subscribe(SENTINEL)
+        if presence:
+            await self.broker.announce(PresenceChange(SENTINEL, "join", SENTINEL, SENTINEL))
+        else:
+            await self.publish(SENTINEL, SENTINEL)
+        kind = PresenceChange if presence else Publication
+        await eventually(
+            lambda: any(isinstance(p, kind) and p.room == SENTINEL for p in self.delivered)
+        )
 
 
 Factory = Callable[[], Any]
@@ -61,20 +85,21 @@ def make(request: pytest.FixtureRequest) -> Callable[[str], Running]:
 
         return memory
     server: RedisServer = request.getfixturevalue("fresh_redis")
+    return lambda node: redis_node(server, node)
 
-    def redis(node: str) -> Running:
-        broker = RedisBroker(
-            server.url,
-            MonotonicClock(),
-            node_id=node,
-            history_size=HISTORY_SIZE,
-            history_ttl=300,
-            heartbeat_interval=0.1,
-            dead_after=0.5,
-        )
-        return Running(broker, MonotonicClock())
 
-    return redis
+def redis_node(server: RedisServer, node: str) -> Running:
+    """A Redis broker named ``node`` on ``server``, quick to beat and to reap."""
+    broker = RedisBroker(
+        server.url,
+        MonotonicClock(),
+        node_id=node,
+        history_size=HISTORY_SIZE,
+        history_ttl=300,
+        heartbeat_interval=0.1,
+        dead_after=0.5,
+    )
+    return Running(broker, MonotonicClock())
 
 
 @asynccontextmanager
@@ -116,8 +141,7 @@ async def test_subscribed_rooms_are_delivered_once_each_in_seq_order(
         for n in range(5):
             await r.publish("a", str(n))
         await r.publish("b", "not subscribed")
-        await eventually(lambda: len(r.messages()) >= 5)
-        await anyio.sleep(0.05)
+        await r.delivered_so_far()
         assert [(p.room, p.seq, p.text) for p in r.messages()] == [
             ("a", n + 1, str(n)) for n in range(5)
         ]
@@ -128,7 +152,7 @@ async def test_nothing_is_delivered_after_unsubscribe(make: Callable[[str], Runn
         await r.broker.subscribe("a")
         await r.broker.unsubscribe("a")
         await r.publish("a", "x")
-        await anyio.sleep(0.1)
+        await r.delivered_so_far()
         assert r.messages() == []
 
 
@@ -188,8 +212,7 @@ async def test_presence_changes_reach_subscribed_rooms(make: Callable[[str], Run
         change = PresenceChange("room", "join", "ann", "s1")
         await r.broker.announce(change)
         await r.broker.announce(PresenceChange("elsewhere", "join", "bo", "s2"))
-        await eventually(lambda: bool(r.changes()))
-        await anyio.sleep(0.05)
+        await r.delivered_so_far(presence=True)
         assert r.changes() == [change]
 
 
@@ -209,19 +232,7 @@ async def test_session_claims_respect_the_cap(make: Callable[[str], Running]) ->
 
 @pytest.fixture
 def two(fresh_redis: RedisServer) -> tuple[Running, Running]:
-    def node(name: str) -> Running:
-        broker = RedisBroker(
-            fresh_redis.url,
-            MonotonicClock(),
-            node_id=name,
-            history_size=HISTORY_SIZE,
-            history_ttl=300,
-            heartbeat_interval=0.1,
-            dead_after=0.5,
-        )
-        return Running(broker, MonotonicClock())
-
-    return node("node-a"), node("node-b")
+    return redis_node(fresh_redis, "node-a"), redis_node(fresh_redis, "node-b")
 
 
 async def test_nodes_on_one_redis_share_rooms_presence_caps_and_the_node_list(

@@ -171,6 +171,21 @@ async def test_caps_per_user_and_per_address_answer_429_and_count_only_live_sess
         }
 
 
+async def test_connect_returns_the_refused_session_even_while_another_is_live() -> None:
+    async with running(max_sessions_per_user=1) as h:
+        first, live = await h.connect(user="ann")
+        refused, session = await h.connect(user="ann")
+        assert first.accepted
+        assert refused.rejected is not None
+        assert refused.rejected[0] == 429
+        assert session is not live
+        assert session.user == "ann"
+        assert state(session) is SessionState.CLOSED
+        assert session.close_reason == "max_sessions_per_user"
+        assert state(live) is SessionState.ACTIVE
+        assert live.close_reason is None
+
+
 async def test_a_flood_of_unsolicited_pongs_is_closed_like_any_flood() -> None:
     async with running(rate=2, burst=4) as h:
         client, session = await h.connect()

@@ -251,42 +251,30 @@ def test_env_file_lines_without_the_chat_prefix_are_ignored(tmp_path: Path) -> N
     assert load_settings({"CHAT_ENV_FILE": str(env_file)}) == load_settings({})
 
 
-def test_unknown_chat_variable_in_env_file_is_rejected_by_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # An unknown CHAT_ variable is rejected by name.
+        pytest.param(b"CHAT_BOGUS=1\n", "CHAT_BOGUS", id="unknown-variable"),
+        # A bad value is rejected naming the variable.
+        pytest.param(b"CHAT_SEND_QUEUE=lots\n", "CHAT_SEND_QUEUE", id="bad-value"),
+        # A malformed line is rejected naming the file and the line.
+        pytest.param(b"CHAT_RATE=5\nCHAT_BURST 10\n", "{path}:2", id="malformed-line"),
+        # A missing file is rejected naming the variable.
+        pytest.param(None, "CHAT_ENV_FILE", id="missing-file"),
+        # A file that is not UTF-8 is rejected naming the variable.
+        pytest.param(b"CHAT_NODE_ID=n\xff\n", "CHAT_ENV_FILE", id="not-utf8"),
+    ],
+)
+def test_a_bad_env_file_is_rejected_saying_what_is_wrong(
+    tmp_path: Path, content: bytes | None, expected: str
+) -> None:
     env_file = tmp_path / "chat.env"
-    env_file.write_text("CHAT_BOGUS=1\n")
+    if content is not None:
+        env_file.write_bytes(content)
     with pytest.raises(SettingsError) as excinfo:
         load_settings({"CHAT_ENV_FILE": str(env_file)})
-    assert "CHAT_BOGUS" in str(excinfo.value)
-
-
-def test_bad_value_in_env_file_is_rejected_naming_the_variable(tmp_path: Path) -> None:
-    env_file = tmp_path / "chat.env"
-    env_file.write_text("CHAT_SEND_QUEUE=lots\n")
-    with pytest.raises(SettingsError) as excinfo:
-        load_settings({"CHAT_ENV_FILE": str(env_file)})
-    assert "CHAT_SEND_QUEUE" in str(excinfo.value)
-
-
-def test_malformed_env_file_line_is_rejected_naming_file_and_line(tmp_path: Path) -> None:
-    env_file = tmp_path / "chat.env"
-    env_file.write_text("CHAT_RATE=5\nCHAT_BURST 10\n")
-    with pytest.raises(SettingsError) as excinfo:
-        load_settings({"CHAT_ENV_FILE": str(env_file)})
-    assert f"{env_file}:2" in str(excinfo.value)
-
-
-def test_missing_env_file_is_rejected_naming_the_variable(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError) as excinfo:
-        load_settings({"CHAT_ENV_FILE": str(tmp_path / "absent.env")})
-    assert "CHAT_ENV_FILE" in str(excinfo.value)
-
-
-def test_env_file_that_is_not_utf8_is_rejected_naming_the_variable(tmp_path: Path) -> None:
-    env_file = tmp_path / "chat.env"
-    env_file.write_bytes(b"CHAT_NODE_ID=n\xff\n")
-    with pytest.raises(SettingsError) as excinfo:
-        load_settings({"CHAT_ENV_FILE": str(env_file)})
-    assert "CHAT_ENV_FILE" in str(excinfo.value)
+    assert expected.format(path=env_file) in str(excinfo.value)
 
 
 # -- secrets, immutability, derived values -------------------------------------------
