@@ -22,6 +22,7 @@ import redis
 
 
 def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

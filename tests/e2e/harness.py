@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,14 @@ from typing import Any
 import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Response
 from websockets.typing import Subprotocol
+
+from tests.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -130,6 +128,16 @@ def open_ws(url: str, *, subprotocols: Sequence[str] | None = None, **kwargs: An
     )
 
 
+async def refused(url: str, **kwargs: Any) -> Response:
+    """The HTTP response that refused the WebSocket handshake to ``url`` (fails if accepted)."""
+    try:
+        async with open_ws(url, **kwargs):
+            pass
+    except InvalidStatus as refusal:
+        return refusal.response
+    raise AssertionError(f"the handshake to {url} was accepted, not refused")
+
+
 class JsonClient:
     """A ``chat.v1`` client over a ``websockets`` connection, batches split."""
 
@@ -170,6 +178,26 @@ class JsonClient:
         assert (welcome["type"], joined["type"]) == ("welcome", "joined")
         self.joined = joined
         return welcome, joined
+
+
+@contextlib.asynccontextmanager
+async def json_client(server: Server, path: str) -> AsyncIterator[JsonClient]:
+    """A greeted ``chat.v1`` session on ``path`` with an unbounded receive queue."""
+    async with open_ws(server.ws(path), subprotocols=["chat.v1"], max_queue=None) as ws:
+        client = JsonClient(ws)
+        await client.greeted()
+        yield client
+
+
+async def messages(client: JsonClient, count: int, room: str | None = None) -> list[dict[str, Any]]:
+    """The next ``count`` messages (of ``room``), skipping other frames."""
+    found: list[dict[str, Any]] = []
+    async with asyncio.timeout(20):
+        while len(found) < count:
+            frame = await client.recv_type("message")
+            if room is None or frame["room"] == room:
+                found.append(frame)
+    return found
 
 
 def eventually(check: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:

@@ -6,16 +6,23 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import JsonClient, Server, eventually, free_port, open_ws, start_server
-from tests.redis_server import RedisServer
+from tests.e2e.harness import (
+    JsonClient,
+    Server,
+    eventually,
+    json_client,
+    messages,
+    open_ws,
+    start_server,
+)
+from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -29,26 +36,20 @@ def cluster_env(redis: RedisServer, node: str) -> dict[str, str]:
     }
 
 
-@asynccontextmanager
-async def member(server: Server, path: str) -> AsyncIterator[JsonClient]:
-    async with open_ws(server.ws(path), subprotocols=["chat.v1"], max_queue=None) as ws:
-        client = JsonClient(ws)
-        await client.greeted()
-        yield client
-
-
-async def messages(client: JsonClient, count: int) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    async with asyncio.timeout(20):
-        while len(found) < count:
-            found.append(await client.recv_type("message"))
-    return found
+@pytest.fixture
+def two_nodes(start: StartServer, own_redis: RedisServer) -> tuple[Server, Server]:
+    """``node-a`` and ``node-b``, one process each, on this test's own Redis."""
+    return start(cluster_env(own_redis, "node-a")), start(cluster_env(own_redis, "node-b"))
 
 
 async def send_until_delivered(
     sender: JsonClient, receiver: JsonClient, room: str, within: float
 ) -> float:
-    """Send until ``receiver`` gets one of them; how long that took."""
+    """Send until ``receiver`` gets one of them; how long that took.
+
+    Gives up (``TimeoutError``) only after ``within`` seconds: callers pass more
+    than the bound they assert, so a slow delivery fails their assert, with the time.
+    """
     started = time.monotonic()
     n = 0
     async with asyncio.timeout(within):
@@ -66,13 +67,12 @@ async def send_until_delivered(
 
 
 async def test_members_on_two_nodes_get_300_messages_in_one_gap_free_order(
-    start: StartServer, own_redis: RedisServer
+    two_nodes: tuple[Server, Server],
 ) -> None:
-    a = start(cluster_env(own_redis, "node-a"))
-    b = start(cluster_env(own_redis, "node-b"))
+    a, b = two_nodes
     async with AsyncExitStack() as stack:
-        on_a = [await stack.enter_async_context(member(a, "/ws/big")) for _ in range(2)]
-        on_b = [await stack.enter_async_context(member(b, "/ws/big")) for _ in range(2)]
+        on_a = [await stack.enter_async_context(json_client(a, "/ws/big")) for _ in range(2)]
+        on_b = [await stack.enter_async_context(json_client(b, "/ws/big")) for _ in range(2)]
         everyone = on_a + on_b
         readers = [asyncio.create_task(messages(c, 300)) for c in everyone]
 
@@ -90,12 +90,11 @@ async def test_members_on_two_nodes_get_300_messages_in_one_gap_free_order(
 
 
 async def test_presence_and_status_agree_on_both_nodes(
-    start: StartServer, own_redis: RedisServer
+    two_nodes: tuple[Server, Server],
 ) -> None:
-    a = start(cluster_env(own_redis, "node-a"))
-    b = start(cluster_env(own_redis, "node-b"))
-    async with member(a, "/ws/hall?user=ann") as ann:
-        async with member(b, "/ws/hall?user=bo") as bo:
+    a, b = two_nodes
+    async with json_client(a, "/ws/hall?user=ann") as ann:
+        async with json_client(b, "/ws/hall?user=bo") as bo:
             change = await ann.recv_type("presence")
             assert (change["event"], change["user"]) == ("join", "bo")
             assert sorted(m["user"] for m in bo.joined["members"]) == ["ann", "bo"]
@@ -119,11 +118,10 @@ async def test_presence_and_status_agree_on_both_nodes(
 
 
 async def test_a_killed_node_leaves_every_view_within_15_seconds(
-    start: StartServer, own_redis: RedisServer
+    two_nodes: tuple[Server, Server],
 ) -> None:
-    a = start(cluster_env(own_redis, "node-a"))
-    b = start(cluster_env(own_redis, "node-b"))
-    async with member(a, "/ws/watch?user=watcher") as watcher:
+    a, b = two_nodes
+    async with json_client(a, "/ws/watch?user=watcher") as watcher:
         ghost_ws = await open_ws(
             b.ws("/ws/watch?user=ghost"), subprotocols=["chat.v1"]
         ).__aenter__()
@@ -131,10 +129,11 @@ async def test_a_killed_node_leaves_every_view_within_15_seconds(
         assert (await watcher.recv_type("presence"))["user"] == "ghost"
         killed = time.monotonic()
         os.killpg(b.process.pid, signal.SIGKILL)
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(25):  # longer than the bound: the assert below measures
             change = await watcher.recv_type("presence")
+        gone_after = time.monotonic() - killed
         assert (change["event"], change["user"]) == ("leave", "ghost")
-        assert time.monotonic() - killed < 15
+        assert gone_after < 15, f"the killed node's member left after {gone_after:.1f} s"
         nodes = [n["node"] for n in a.json("/status")["nodes"]]
         assert nodes == ["node-a"]
         assert a.json("/status/rooms")["rooms"][0]["users"] == ["watcher"]
@@ -145,20 +144,23 @@ async def outage_behaviour(a: Server, b: Server, cut: Any, restore: Any, seconds
     """For ``seconds`` of outage: every send refused within 1 s, connections up, the node
     unready; afterwards cross-node delivery resumes without any client reconnecting."""
     async with (
-        member(a, "/ws/out?user=ann") as ann,
-        member(b, "/ws/out?user=bo") as bo,
+        json_client(a, "/ws/out?user=ann") as ann,
+        json_client(b, "/ws/out?user=bo") as bo,
         open_ws(a.ws("/ws/out?user=pat")) as plain,
     ):
-        assert await send_until_delivered(bo, ann, "out", within=5) < 5
+        took = await send_until_delivered(bo, ann, "out", within=10)
+        assert took < 5, f"cross-node delivery took {took:.1f} s"
         cut()
         began = time.monotonic()
         refusals = 0
         while time.monotonic() - began < seconds:
             sent = time.monotonic()
             await ann.send({"type": "send", "room": "out", "text": "during", "id": refusals})
-            frame = await ann.recv_type("error")
+            async with asyncio.timeout(5):  # longer than the bound: the assert below measures
+                frame = await ann.recv_type("error")
+            refused_after = time.monotonic() - sent
             assert (frame["code"], frame["id"]) == ("unavailable", refusals)
-            assert time.monotonic() - sent < 1.0
+            assert refused_after < 1.0, f"send refused after {refused_after:.2f} s"
             refusals += 1
             await ann.send({"type": "ping"})
             assert await ann.recv_type("pong") == {"type": "pong"}
@@ -178,24 +180,24 @@ async def outage_behaviour(a: Server, b: Server, cut: Any, restore: Any, seconds
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1013
         restore()
-        assert await send_until_delivered(bo, ann, "out", within=20) < 20
-        assert await send_until_delivered(ann, bo, "out", within=5) < 5
+        took = await send_until_delivered(bo, ann, "out", within=40)
+        assert took < 20, f"cross-node delivery took {took:.1f} s after the restore"
+        took = await send_until_delivered(ann, bo, "out", within=10)
+        assert took < 5, f"cross-node delivery took {took:.1f} s"
         assert eventually(lambda: a.get("/readyz").status_code == 200)
 
 
 async def test_redis_killed_for_10_seconds_then_restarted_loses_no_connection(
-    start: StartServer, own_redis: RedisServer
+    two_nodes: tuple[Server, Server], own_redis: RedisServer
 ) -> None:
-    a = start(cluster_env(own_redis, "node-a"))
-    b = start(cluster_env(own_redis, "node-b"))
+    a, b = two_nodes
     await outage_behaviour(a, b, own_redis.kill, own_redis.start, seconds=10)
 
 
 async def test_redis_frozen_for_15_seconds_is_detected_and_survived(
-    start: StartServer, own_redis: RedisServer
+    two_nodes: tuple[Server, Server], own_redis: RedisServer
 ) -> None:
-    a = start(cluster_env(own_redis, "node-a"))
-    b = start(cluster_env(own_redis, "node-b"))
+    a, b = two_nodes
     await outage_behaviour(
         a,
         b,
@@ -206,16 +208,21 @@ async def test_redis_frozen_for_15_seconds_is_detected_and_survived(
 
 
 async def test_killing_the_pubsub_connections_makes_both_nodes_resubscribe_within_5_seconds(
-    start: StartServer, own_redis: RedisServer
+    two_nodes: tuple[Server, Server], own_redis: RedisServer
 ) -> None:
-    a = start(cluster_env(own_redis, "node-a"))
-    b = start(cluster_env(own_redis, "node-b"))
-    async with member(a, "/ws/pubsub?user=ann") as ann, member(b, "/ws/pubsub?user=bo") as bo:
-        assert await send_until_delivered(bo, ann, "pubsub", within=5) < 5
+    a, b = two_nodes
+    async with (
+        json_client(a, "/ws/pubsub?user=ann") as ann,
+        json_client(b, "/ws/pubsub?user=bo") as bo,
+    ):
+        took = await send_until_delivered(bo, ann, "pubsub", within=10)
+        assert took < 5, f"cross-node delivery took {took:.1f} s"
         killed = own_redis.command("CLIENT", "KILL", "TYPE", "pubsub")
         assert killed >= 2
-        assert await send_until_delivered(bo, ann, "pubsub", within=5) < 5
-        assert await send_until_delivered(ann, bo, "pubsub", within=5) < 5
+        took = await send_until_delivered(bo, ann, "pubsub", within=10)
+        assert took < 5, f"cross-node delivery took {took:.1f} s"
+        took = await send_until_delivered(ann, bo, "pubsub", within=10)
+        assert took < 5, f"cross-node delivery took {took:.1f} s"
     reconnects = [s.json("/status")["broker"]["reconnects"] for s in (a, b)]
     assert all(r >= 1 for r in reconnects)
 
@@ -235,7 +242,7 @@ async def test_a_node_started_with_redis_down_becomes_ready_when_redis_appears(
         assert server.get("/readyz").status_code == 503
         redis.start()
         assert eventually(lambda: server.get("/readyz").status_code == 200, timeout=10)
-        async with member(server, "/ws/late") as late:
+        async with json_client(server, "/ws/late") as late:
             await late.send({"type": "send", "room": "late", "text": "works"})
             assert (await late.recv_type("message"))["text"] == "works"
     finally:
@@ -255,7 +262,9 @@ async def test_two_workers_on_redis_behave_as_one_server(
     assert eventually(lambda: len(server.json("/status")["nodes"]) == 2)
     assert eventually(lambda: all(server.get("/readyz").status_code == 200 for _ in range(20)))
     async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(member(server, "/ws/one")) for _ in range(8)]
+        clients = [
+            await stack.enter_async_context(json_client(server, "/ws/one")) for _ in range(8)
+        ]
         assert eventually(lambda: len(server.json("/status")["nodes"]) == 2)
         readers = [asyncio.create_task(messages(c, 40)) for c in clients]
         for n in range(40):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import JsonClient, Server, eventually, open_ws
+from tests.e2e.harness import JsonClient, Server, eventually, json_client, messages, open_ws
 
 pytestmark = pytest.mark.anyio
 
@@ -27,25 +26,6 @@ def server(start_shared: StartServer) -> Server:
             "CHAT_BURST": "100000",
         }
     )
-
-
-@asynccontextmanager
-async def json_client(server: Server, path: str) -> AsyncIterator[JsonClient]:
-    async with open_ws(server.ws(path), subprotocols=["chat.v1"], max_queue=None) as ws:
-        client = JsonClient(ws)
-        await client.greeted()
-        yield client
-
-
-async def messages(client: JsonClient, count: int, room: str | None = None) -> list[dict[str, Any]]:
-    """The next ``count`` messages (of ``room``), skipping other frames."""
-    found: list[dict[str, Any]] = []
-    async with asyncio.timeout(20):
-        while len(found) < count:
-            frame = await client.recv_type("message")
-            if room is None or frame["room"] == room:
-                found.append(frame)
-    return found
 
 
 async def quiet(client: JsonClient, seconds: float = 0.3) -> list[dict[str, Any]]:

@@ -45,6 +45,16 @@ def is_iso_utc(value: Any) -> bool:
     return isinstance(value, str) and value.endswith("Z") and bool(datetime.fromisoformat(value))
 
 
+def settled(server: Server) -> None:
+    """Wait until no session of an earlier test is live (its close is counted by then)."""
+
+    def quiet() -> bool:
+        sessions: dict[str, int] = server.json("/status")["sessions"]
+        return sessions["connecting"] + sessions["active"] + sessions["idle"] == 0
+
+    assert eventually(quiet), server.json("/status")["sessions"]
+
+
 def test_health_and_readiness(server: Server) -> None:
     assert server.json("/healthz") == {"status": "ok"}
     ready = server.get("/readyz")
@@ -52,6 +62,9 @@ def test_health_and_readiness(server: Server) -> None:
 
 
 async def test_status_summarises_the_node(server: Server) -> None:
+    # The server serves the whole module: count this test's traffic from here.
+    await asyncio.to_thread(settled, server)
+    before = (await asyncio.to_thread(server.json, "/status"))["totals"]
     async with (
         open_ws(server.ws("/ws/alpha?user=ann"), subprotocols=["chat.v1"]) as ann_ws,
         open_ws(server.ws("/ws/alpha?user=bo")) as bo,
@@ -81,9 +94,10 @@ async def test_status_summarises_the_node(server: Server) -> None:
         "closed_by_reason",
         "rate_limited",
     }
-    assert totals["accepted"] >= 3
-    assert totals["messages_in"] >= 1
-    assert totals["messages_out"] >= 2
+    assert totals["accepted"] == before["accepted"] + 3
+    assert totals["messages_in"] == before["messages_in"] + 1
+    # Welcome, joined and presence frames count too: at least the two deliveries.
+    assert totals["messages_out"] >= before["messages_out"] + 2
 
 
 async def test_sessions_are_listed_with_their_fields_and_filtered(server: Server) -> None:
@@ -93,6 +107,8 @@ async def test_sessions_are_listed_with_their_fields_and_filtered(server: Server
     ):
         welcome, _ = await JsonClient(cy_ws).greeted()
         everyone = (await asyncio.to_thread(server.json, "/status/sessions"))["sessions"]
+        assert len(everyone) >= 2
+        assert {"cy", "di"} <= {s["user"] for s in everyone}
         assert all(set(s) == SESSION_FIELDS for s in everyone)
         in_gamma = (await asyncio.to_thread(server.json, "/status/sessions?room=gamma"))["sessions"]
         assert sorted(s["user"] for s in in_gamma) == ["cy", "di"]
@@ -144,6 +160,10 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 async def test_metrics_count_sessions_messages_and_closes(server: Server) -> None:
+    # The server serves the whole module: count this test's traffic from here.
+    await asyncio.to_thread(settled, server)
+    before = metric_values((await asyncio.to_thread(server.get, "/metrics")).text)
+    client_closed = ("chat_sessions_closed_total", (("reason", "client_closed"),))
     async with open_ws(server.ws("/ws/epsilon")) as ws:
         await ws.send("one")
         assert await ws.recv() == "one"
@@ -152,16 +172,20 @@ async def test_metrics_count_sessions_messages_and_closes(server: Server) -> Non
     values = metric_values(response.text)
     assert values[("chat_sessions", (("state", "active"),))] >= 1
     assert ("chat_sessions", (("state", "idle"),)) in values
-    assert values[("chat_messages_in_total", ())] >= 1
-    assert values[("chat_messages_out_total", ())] >= 1
-    assert values[("chat_sessions_accepted_total", ())] >= 1
+    # One frame in, its echo out (the only traffic since ``before``), one session.
+    assert values[("chat_messages_in_total", ())] == before[("chat_messages_in_total", ())] + 1
+    assert values[("chat_messages_out_total", ())] >= before[("chat_messages_out_total", ())] + 1
+    accepted = ("chat_sessions_accepted_total", ())
+    assert values[accepted] == before[accepted] + 1
     assert values[("chat_draining", ())] == 0
 
     def closes_counted() -> bool:
         after = metric_values(server.get("/metrics").text)
-        return after.get(("chat_sessions_closed_total", (("reason", "client_closed"),)), 0) >= 1
+        return after.get(client_closed, 0) >= before.get(client_closed, 0) + 1
 
     assert eventually(closes_counted)
+    closes = metric_values(server.get("/metrics").text)[client_closed]
+    assert closes == before.get(client_closed, 0) + 1
 
 
 def test_a_status_token_guards_status_and_metrics_but_not_health(start: StartServer) -> None:
