@@ -27,8 +27,9 @@ the app the peer's close code or lets it drop a peer that stopped reading.
    ``CHAT_MAX_MESSAGE_BYTES`` (Hypercorn would keep buffering what the client
    goes on sending), records the peer's close frame, and answers a frame that
    fails to parse with a close frame instead of dropping the TCP connection.
-6. ``WSStream._send_pings``: the ping task is cancelled with its session, so
-   a closed connection does not linger until the next ping tick.
+6. ``WSStream._send_pings``: the first protocol ping goes one interval after
+   the connection opened (not at once), and the ping task is cancelled with
+   its session, so a closed connection does not linger until the next tick.
 7. ``TaskGroup.spawn_app`` and ``WorkerContext.event_class``: each stream's
    app queue is a :class:`chat.lean.AppQueue` and each protocol's events are
    :class:`chat.lean.LazyEvent`, which allocate nothing until someone waits
@@ -385,6 +386,9 @@ def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
         handle = _current.get()
         if handle is not None:
             handle.pinger = asyncio.current_task()
+        # Hypercorn pings the moment the connection opens; the first ping
+        # belongs one interval later (a peer that just connected is alive).
+        await self.context.sleep(self.config.websocket_ping_interval)
         await original_send_pings(self)
 
     hc_ws.PerMessageDeflate = CappedDeflate

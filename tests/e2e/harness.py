@@ -241,3 +241,25 @@ def raw_handshake(port: int, path: str) -> socket.socket:
         response += sock.recv(1024)
     assert response.startswith(b"HTTP/1.1 101"), response
     return sock
+
+
+def read_frame(sock: socket.socket, timeout: float = 5.0) -> tuple[int, bytes]:
+    """The next server frame on a raw socket: ``(opcode, payload)`` (server frames are unmasked)."""
+    sock.settimeout(timeout)
+
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            data += chunk
+        return data
+
+    first, second = exactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(exactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(exactly(8), "big")
+    return first & 0x0F, exactly(length)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from tests.e2e.harness import (
     eventually,
     open_ws,
     raw_handshake,
+    read_frame,
     refused,
 )
 
@@ -347,3 +349,22 @@ async def test_echo_never_selects_a_subprotocol(server: Server) -> None:
 @pytest.mark.parametrize("since", ["-1", "abc", "1.5", "9" * 5000, "²"])
 async def test_a_bad_since_is_refused_with_400(server: Server, since: str) -> None:
     assert (await refused(server.ws(f"/ws/lobby?since={since}"))).status_code == 400
+
+
+def test_the_first_protocol_ping_comes_one_interval_after_the_connection_opened(
+    start: StartServer,
+) -> None:
+    server = start(args=["--websocket-ping-interval", "1"])
+    sock = raw_handshake(server.port, "/ws/pings")
+    opened = time.monotonic()
+    try:
+        opcode, _ = read_frame(sock)
+        first = time.monotonic() - opened
+        assert opcode == 0x9
+        opcode, _ = read_frame(sock)
+        second = time.monotonic() - opened
+        assert opcode == 0x9
+    finally:
+        sock.close()
+    assert 0.9 <= first < 2.0
+    assert 1.9 <= second < 3.0
