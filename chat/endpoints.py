@@ -180,3 +180,17 @@ async def room(websocket: WebSocket) -> None:
 
 router.add_websocket_route("/ws", echo)
 router.add_websocket_route("/ws/{room_id:path}", room)
+
+#: The one-line hint of a plain HTTP request to a WebSocket route.
+UPGRADE_HINT = "this is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)"
+
+
+@router.get("/ws", include_in_schema=False)
+@router.get("/ws/{room_id:path}", include_in_schema=False)
+async def upgrade_required() -> JSONResponse:
+    """426 Upgrade Required for a plain ``GET`` of a WebSocket route (a browser tab, curl)."""
+    return JSONResponse(
+        {"detail": UPGRADE_HINT},
+        status_code=426,
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    )

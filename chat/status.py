@@ -30,11 +30,12 @@ def _node(request: Request) -> Node:
 
 
 def require_status_access(request: Request) -> None:
-    """Refuse with 401 unless access is open or the bearer credentials allow it.
+    """Refuse unless access is open or the bearer credentials allow it.
 
     Open when neither ``CHAT_STATUS_TOKEN`` nor JWT auth is configured. Otherwise
     ``Authorization: Bearer`` must carry the status token, or a valid JWT whose
-    claims include ``"admin": true``.
+    claims include ``"admin": true``. Missing or invalid credentials get 401; a
+    valid JWT without ``admin`` gets 403 (who it is is known, and not enough).
     """
     node = _node(request)
     status_token = node.settings.status_token
@@ -46,10 +47,13 @@ def require_status_access(request: Request) -> None:
             return
         if node.auth.enabled:
             try:
-                if node.auth.verify(given, node.clock.time()).admin:
-                    return
+                identity = node.auth.verify(given, node.clock.time())
             except TokenError:
                 pass
+            else:
+                if identity.admin:
+                    return
+                raise HTTPException(status_code=403, detail="status access needs an admin token")
     raise HTTPException(
         status_code=401,
         detail="status access needs an admin token",

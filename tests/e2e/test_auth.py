@@ -207,9 +207,15 @@ async def test_rooms_outside_the_claim_are_refused_at_the_url_and_on_join(server
 def test_status_and_metrics_need_an_admin_token(server: Server) -> None:
     user = mint("nobody-special")
     for path in ["/status", "/status/sessions", "/status/rooms", "/metrics"]:
-        assert server.get(path).status_code == 401, path
+        missing = server.get(path)
+        assert missing.status_code == 401, path
+        assert missing.headers["www-authenticate"] == "Bearer"
+        invalid = server.get(path, headers={"Authorization": "Bearer not-a-jwt"})
+        assert invalid.status_code == 401, path
+        # A valid token that is not an admin's: known, and not allowed.
         as_user = server.get(path, headers={"Authorization": f"Bearer {user}"})
-        assert as_user.status_code == 401, path
+        assert as_user.status_code == 403, path
+        assert as_user.json() == {"detail": "status access needs an admin token"}
         allowed = server.get(path, headers={"Authorization": f"Bearer {ADMIN}"})
         assert allowed.status_code == 200, path
     assert server.get("/healthz").status_code == 200

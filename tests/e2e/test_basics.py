@@ -368,3 +368,12 @@ def test_the_first_protocol_ping_comes_one_interval_after_the_connection_opened(
         sock.close()
     assert 0.9 <= first < 2.0
     assert 1.9 <= second < 3.0
+
+
+@pytest.mark.parametrize("path", ["/ws", "/ws/lobby", "/ws/lobby?since=3"])
+def test_a_plain_get_of_a_websocket_route_gets_426_with_a_hint(server: Server, path: str) -> None:
+    response = server.get(path)
+    assert response.status_code == 426
+    assert response.headers["upgrade"] == "websocket"
+    assert "WebSocket" in response.json()["detail"]
+    assert "\n" not in response.json()["detail"]
