@@ -726,20 +726,22 @@ class Connection:
         self._node.rooms.leave(room, self)
 
 
-#: A ``chat.v1.batch`` frame carries at most this many characters (one larger object goes alone).
-MAX_BATCH_CHARS = 65536
+#: A ``chat.v1.batch`` frame carries at most this many UTF-8 bytes (one larger object goes alone).
+MAX_BATCH_BYTES = 65536
 
 
 def _batches(frames: list[str]) -> Iterator[str]:
-    """``frames`` joined by newlines into as few frames as :data:`MAX_BATCH_CHARS` allows."""
+    """``frames`` joined by newlines into as few frames as :data:`MAX_BATCH_BYTES` allows."""
     batch: list[str] = []
     size = 0
     for frame in frames:
-        if batch and size + len(frame) + 1 > MAX_BATCH_CHARS:
+        # isascii() is a flag lookup: only text with other characters is encoded to count.
+        length = len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
+        if batch and size + length + 1 > MAX_BATCH_BYTES:
             yield "\n".join(batch)
             batch, size = [], 0
         batch.append(frame)
-        size += len(frame) + 1
+        size += length + 1
     if batch:
         yield "\n".join(batch)
 

@@ -6,6 +6,7 @@ import asyncio
 from contextlib import AsyncExitStack
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.e2e.conftest import StartServer
@@ -209,3 +210,26 @@ async def test_status_rooms_shows_members_users_and_the_latest_seq(server: Serve
         assert eventually(seen) == [
             {"room": "stat", "members": 2, "users": ["ann", "bo"], "seq": 3}
         ]
+
+
+async def test_a_batched_replay_of_wide_characters_keeps_every_frame_within_64_kib(
+    server: Server,
+) -> None:
+    wide = "\U0001f600" * 10_000  # 40,000 bytes in UTF-8, 10,000 characters
+    async with json_client(server, "/ws/wide") as sender:
+        for n in range(6):
+            await sender.send({"type": "send", "room": "wide", "text": f"{n}{wide}"})
+        await messages(sender, 6)
+        epoch = sender.joined["epoch"]
+    path = server.ws(f"/ws/wide?since=0&epoch={epoch}")
+    async with open_ws(path, subprotocols=["chat.v1.batch"], max_size=None) as ws:
+        frames: list[str] = []
+        objects: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while len([o for o in objects if o["type"] == "message"]) < 6:
+                raw = await ws.recv()
+                assert isinstance(raw, str)
+                frames.append(raw)
+                objects.extend(orjson.loads(line) for line in raw.split("\n"))
+    assert [o["text"][0] for o in objects if o["type"] == "message"] == list("012345")
+    assert max(len(frame.encode()) for frame in frames) <= 65536

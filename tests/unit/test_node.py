@@ -588,12 +588,13 @@ async def test_a_batch_frame_never_exceeds_64_kib_unless_one_object_does() -> No
         )
         sender, _ = await harness.connect(protocol=None)
         for n in range(20):
-            sender.type(f"{n:02d}" + "x" * 20_000)
+            # Every other one 4-byte characters: bytes, not characters, fill a frame.
+            sender.type(f"{n:02d}" + ("x" * 20_000 if n % 2 else "\U0001f600" * 10_000))
             await settle()
         slow.unstall()
         await settle()
-        assert all(len(frame) <= 65536 for frame in slow.sent)
-        assert len(slow.sent) > 3
+        assert all(len(frame.encode()) <= 65536 for frame in slow.sent)
+        assert len(slow.sent) > 6
         texts = [m["text"] for m in slow.of_type("message")]
         assert [t[:2] for t in texts] == [f"{n:02d}" for n in range(20)]
 
