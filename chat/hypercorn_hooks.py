@@ -25,8 +25,10 @@ the app the peer's close code or lets it drop a peer that stopped reading.
    Hypercorn's ``websocket_max_message_size``.
 5. ``Connection`` in ``ws_stream``: closes 1009 as soon as a message grows past
    ``CHAT_MAX_MESSAGE_BYTES`` (Hypercorn would keep buffering what the client
-   goes on sending), records the peer's close frame, and answers a frame that
-   fails to parse with a close frame instead of dropping the TCP connection.
+   goes on sending), hands the app a binary message at its first chunk (the
+   app closes 1003) and drops the rest unbuffered, records the peer's close
+   frame, and answers a frame that fails to parse with a close frame instead
+   of dropping the TCP connection.
 6. ``WSStream._send_pings``: the first protocol ping goes one interval after
    the connection opened (not at once), and the ping task is cancelled with
    its session, so a closed connection does not linger until the next tick.
@@ -280,7 +282,7 @@ async def _drain_node() -> None:
 
 
 def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
-    from wsproto.events import CloseConnection, Message
+    from wsproto.events import BytesMessage, CloseConnection, Message
     from wsproto.frame_protocol import CloseReason
 
     original_run = hc_tcp.TCPServer.run
@@ -343,12 +345,23 @@ def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._message_size = 0
+            self._refusing_binary = False
             handle = _current.get()
             if handle is not None:
                 handle.wsproto = self
 
         def events(self) -> Iterator[Any]:
             for event in super().events():
+                if isinstance(event, BytesMessage):
+                    # Binary is refused whatever its size: the app gets an empty
+                    # binary message at the first chunk (and closes 1003); the
+                    # rest of the message is dropped as it arrives, never buffered.
+                    if not self._refusing_binary:
+                        self._refusing_binary = True
+                        yield BytesMessage(data=b"", frame_finished=True, message_finished=True)
+                    if event.message_finished:
+                        self._refusing_binary = False
+                    continue
                 if isinstance(event, Message):
                     # Characters for text: never more than its UTF-8 bytes, so
                     # nothing within the byte limit is cut here; the app checks bytes.

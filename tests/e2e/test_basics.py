@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -377,3 +378,30 @@ def test_a_plain_get_of_a_websocket_route_gets_426_with_a_hint(server: Server, p
     assert response.headers["upgrade"] == "websocket"
     assert "WebSocket" in response.json()["detail"]
     assert "\n" not in response.json()["detail"]
+
+
+def test_a_binary_message_is_refused_at_its_first_frame(start: StartServer) -> None:
+    # The limit would let a 4 MiB message through: only its kind refuses it.
+    server = start({"CHAT_MAX_MESSAGE_BYTES": str(8 << 20)})
+    sock = raw_handshake(server.port, "/ws/binary")
+    try:
+        sent = time.monotonic()
+        sock.sendall(client_frame(b"\x00" * 64, opcode=0x2, fin=False))
+        opcode, payload = read_frame(sock, timeout=5)
+        answered = time.monotonic() - sent
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1003)
+        # The rest of a 4 MiB message streams on in 64-byte frames; none of it is kept.
+        rest = client_frame(b"\x01" * 64, opcode=0x0, fin=False) * 1024
+        with contextlib.suppress(OSError):  # the server may cut us once it gave up
+            for _ in range(64):
+                sock.sendall(rest)
+    finally:
+        sock.close()
+    assert answered < 1.0
+
+    def closed() -> dict[str, object]:
+        found = server.json("/status/sessions?room=binary")["sessions"]
+        return found[0] if found and found[0]["state"] == "closed" else {}
+
+    session = eventually(closed)
+    assert (session["close_code"], session["close_reason"]) == (1003, "binary_frame")
