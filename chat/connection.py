@@ -164,6 +164,8 @@ class Handshake:
     host: str = ""
     origin: str | None = None
     token: str | None = field(default=None, repr=False)
+    #: The HTTP version of the upgrade request ("1.1"; "2" for RFC 8441).
+    http_version: str = "1.1"
 
 
 class Connection:

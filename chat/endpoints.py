@@ -17,7 +17,7 @@ from chat.auth import bearer_token
 from chat.connection import CLIENT_CLOSED, CONNECTION_LOST, Disconnect, Endpoint, Handshake
 from chat.errors import CloseCode
 from chat.hypercorn_hooks import ConnectionHandle, current_connection
-from chat.node import Node
+from chat.node import WEBSOCKET_HTTP_VERSIONS, Node
 
 router = APIRouter()
 
@@ -127,14 +127,15 @@ def _handshake(websocket: WebSocket, endpoint: Endpoint, **fields: Any) -> Hands
         user=websocket.query_params.get("user"),
         origin=websocket.headers.get("origin"),
         token=token,
+        http_version=str(websocket.scope.get("http_version", "1.1")),
         **fields,
     )
 
 
 async def _serve(websocket: WebSocket, handshake: Handshake) -> None:
-    # Over HTTP/2 one TCP connection carries several WebSockets: its handle is
-    # not this session's to abort (config/hypercorn.toml serves HTTP/1.1 only).
-    handle = current_connection() if websocket.scope.get("http_version") != "2" else None
+    # Over HTTP/2 one TCP connection carries several streams: its handle is not
+    # this session's (the node refuses such handshakes anyway).
+    handle = current_connection() if handshake.http_version in WEBSOCKET_HTTP_VERSIONS else None
     try:
         await _node(websocket).handle(handshake, AsgiTransport(websocket, handle))
     finally:

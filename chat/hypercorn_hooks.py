@@ -32,7 +32,11 @@ the app the peer's close code or lets it drop a peer that stopped reading.
 6. ``WSStream._send_pings``: the first protocol ping goes one interval after
    the connection opened (not at once), and the ping task is cancelled with
    its session, so a closed connection does not linger until the next tick.
-7. ``TaskGroup.spawn_app`` and ``WorkerContext.event_class``: each stream's
+7. ``H2Protocol``: does not advertise WebSockets over HTTP/2 (RFC 8441), so
+   browsers open them over HTTP/1.1; a client that tries anyway is refused
+   with 505 by the node (one HTTP/2 connection carries many streams and never
+   pushes back on one, so a stuck session could be neither cut nor bounded).
+8. ``TaskGroup.spawn_app`` and ``WorkerContext.event_class``: each stream's
    app queue is a :class:`chat.lean.AppQueue` and each protocol's events are
    :class:`chat.lean.LazyEvent`, which allocate nothing until someone waits
    (about 3.5 KiB less per open connection).
@@ -209,12 +213,14 @@ def install(node: Node) -> bool:
     import hypercorn.asyncio.task_group as hc_task_group
     import hypercorn.asyncio.tcp_server as hc_tcp
     import hypercorn.asyncio.worker_context as hc_context
+    import hypercorn.protocol.h2 as hc_h2
     import hypercorn.protocol.ws_stream as hc_ws
 
     if getattr(hc_run.__dict__["raise_shutdown"], _MARK, False):
         return True
     _patch_shutdown(hc_run)
     _patch_connections(hc_tcp, hc_ws)
+    _patch_http2(hc_h2)
     _patch_lean(hc_task_group, hc_context)
     return True
 
@@ -410,7 +416,33 @@ def _patch_connections(hc_tcp: Any, hc_ws: Any) -> None:
     hc_ws.WSStream._send_pings = send_pings
 
 
-# -- 7. lighter per-connection primitives ---------------------------------------------
+# -- 7. no WebSockets over HTTP/2 ----------------------------------------------------
+
+
+def _patch_http2(hc_h2: Any) -> None:
+    from h2.settings import SettingCodes, Settings
+
+    original_init = hc_h2.H2Protocol.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        # Hypercorn advertises RFC 8441 (SETTINGS_ENABLE_CONNECT_PROTOCOL = 1);
+        # without it, a browser on an HTTP/2 connection opens its WebSockets
+        # over HTTP/1.1 instead. A client that tries anyway gets 505 from the node.
+        current = self.connection.local_settings
+        self.connection.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: current.max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: current.max_header_list_size,
+                SettingCodes.ENABLE_CONNECT_PROTOCOL: 0,
+            },
+        )
+
+    hc_h2.H2Protocol.__init__ = init
+
+
+# -- 8. lighter per-connection primitives ---------------------------------------------
 
 
 def _patch_lean(hc_task_group: Any, hc_context: Any) -> None:

@@ -33,6 +33,8 @@ log = logging.getLogger("chat")
 
 #: After the drain timeout, how long aborted sessions get to finish.
 ABORT_GRACE = 1.0
+#: The HTTP versions a WebSocket handshake may come over (not 2: see :meth:`Node._admit`).
+WEBSOCKET_HTTP_VERSIONS = frozenset({"1.1", "1.0"})
 
 
 def choose_subprotocol(endpoint: Endpoint, offered: tuple[str, ...]) -> Subprotocol:
@@ -214,11 +216,20 @@ class Node:
     def _admit(self, handshake: Handshake, connection: Connection) -> Identity | None:
         """The session's identity (None in open mode); raises :class:`Rejection`.
 
-        Checked in order: the request's shape (400), its origin (403), its
-        token (401) and the room it may join (403), then capacity (503, 429).
+        Checked in order: the HTTP version (505), the request's shape (400),
+        its origin (403), its token (401) and the room it may join (403), then
+        capacity (503, 429).
         The session then counts against its user's and address's caps.
         """
         session = connection.session
+        if handshake.http_version not in WEBSOCKET_HTTP_VERSIONS:
+            # Over HTTP/2 (RFC 8441) one TCP connection carries many sessions
+            # and never pushes back on one: no slow-consumer close, no abort.
+            raise Rejection(
+                505,
+                "http_version",
+                "WebSockets are served over HTTP/1.1 only: connect without HTTP/2",
+            )
         if handshake.endpoint is Endpoint.ROOM and (
             handshake.room is None or not NAME_PATTERN.fullmatch(handshake.room)
         ):
