@@ -90,6 +90,13 @@ class Disconnect:
 
 #: The ``detail`` of ``error`` ``rate_limited``.
 RATE_DETAIL = "over the message rate: slow down"
+#: The ``detail`` of ``error`` ``unavailable`` when nothing was done.
+UNAVAILABLE_DETAIL = "the broker is unavailable, nothing was done: try again"
+#: ... and when the broker did not answer in time (a ``send`` may still be published, once).
+UNCERTAIN_DETAIL = (
+    "the broker did not answer in time: a send may still be published;"
+    " retry with the same id to get its ack"
+)
 
 #: The peer's close frame arrived (``code`` is the peer's, when the server can tell).
 CLIENT_CLOSED = "client_closed"
@@ -588,10 +595,9 @@ class Connection:
                 self._leave(frame)
             elif isinstance(frame, Refresh):
                 self._refresh(frame)
-        except BrokerUnavailable:
-            raise FrameError(
-                ErrorCode.UNAVAILABLE, "the broker is unavailable, try again", frame.id
-            ) from None
+        except BrokerUnavailable as error:
+            detail = UNCERTAIN_DETAIL if error.uncertain else UNAVAILABLE_DETAIL
+            raise FrameError(ErrorCode.UNAVAILABLE, detail, frame.id) from None
 
     def _refresh(self, frame: Refresh) -> None:
         """Replace the session's token; a refused one changes nothing."""

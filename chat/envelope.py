@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from chat.protocol import FrameId, Message, encode
@@ -25,9 +25,9 @@ class Draft:
     id: FrameId
     ts: float
 
-    def published(self, seq: int, epoch: str) -> Publication:
+    def published(self, seq: int, epoch: str, *, duplicate: bool = False) -> Publication:
         """This draft as the message its room's ``seq`` and run made of it."""
-        return Publication(self.room, seq, self.user, self.text, self.id, self.ts, epoch)
+        return Publication(self.room, seq, self.user, self.text, self.id, self.ts, epoch, duplicate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,9 @@ class Publication:
     ts: float
     #: The run of the room's ``seq`` this message belongs to.
     epoch: str = ""
+    #: True for the answer to a retry (see :mod:`chat.idempotency`): the draft was
+    #: published before as ``seq``; nothing was published or delivered again.
+    duplicate: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

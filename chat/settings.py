@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     history_size: int = Field(default=100, ge=0)
     history_ttl: float = Field(default=300.0, ge=0)
     history_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    send_id_window: float = Field(default=300.0, ge=0)
     jwt_secret: str | None = Field(default=None, repr=False)
     jwt_public_key: str | None = Field(default=None, repr=False)
     jwt_audience: str | None = None

@@ -31,6 +31,7 @@ def open_broker(settings: Settings, clock: Clock) -> Broker:
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
             history_max_bytes=settings.history_max_bytes,
+            send_id_window=settings.send_id_window,
         )
     if scheme in {"redis", "rediss"}:
         from chat.brokers.redis import RedisBroker
@@ -41,6 +42,7 @@ def open_broker(settings: Settings, clock: Clock) -> Broker:
             node_id=settings.node_id,
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
+            send_id_window=settings.send_id_window,
         )
     raise ValueError(f"unsupported broker URL scheme {scheme!r}")
 

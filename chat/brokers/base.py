@@ -24,7 +24,16 @@ def discount(counter: Counter[Any], key: Any) -> None:
 
 
 class BrokerUnavailable(Exception):
-    """The broker cannot do it now; the caller refuses the request (never drops it silently)."""
+    """The broker cannot do it now; the caller refuses the request (never drops it silently).
+
+    ``uncertain`` is True when the request reached the broker but no answer
+    came in time: it may still take effect (a publish, once: see
+    :mod:`chat.idempotency`). False means it was refused before doing anything.
+    """
+
+    def __init__(self, detail: str, *, uncertain: bool = False) -> None:
+        super().__init__(detail)
+        self.uncertain = uncertain
 
 
 class Broker(Protocol):
@@ -37,7 +46,10 @@ class Broker(Protocol):
     exactly 1 per message, in publish order), keeps it in the room's history
     (``CHAT_HISTORY_SIZE`` messages for ``CHAT_HISTORY_TTL`` seconds) and
     returns only once the message is accepted, or raises
-    :class:`BrokerUnavailable`; every node subscribed to the room then
+    :class:`BrokerUnavailable`. A draft with an ``id`` that retries one
+    published within ``CHAT_SEND_ID_WINDOW`` (same user, room, ``id`` and
+    text, on any node) is not published again: :meth:`publish` returns the
+    original ``seq`` marked ``duplicate``. Every node subscribed to the room then
     receives it through its ``deliver`` callback exactly once, in ``seq``
     order. Delivery to a node that is not subscribed is not promised (at most
     once): :meth:`recover` fills such gaps from the history. Every method may

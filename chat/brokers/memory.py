@@ -11,6 +11,7 @@ from chat.brokers.base import Deliver, SessionCount, discount
 from chat.clock import Clock
 from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
 from chat.history import HistoryStore
+from chat.idempotency import RecentSends
 from chat.roster import Roster
 
 #: Seconds between sweeps of expired history and forgotten rooms.
@@ -20,12 +21,19 @@ PURGE_INTERVAL = 5.0
 class InMemoryBroker:
     """Rooms of one process. Publishing delivers synchronously, so ``seq`` order is
     publish order and nothing is ever unavailable. History and sequences live
-    in a :class:`~chat.history.HistoryStore`, swept every few seconds;
-    presence in a :class:`~chat.roster.Roster`.
+    in a :class:`~chat.history.HistoryStore`, retries are recognised by
+    :class:`~chat.idempotency.RecentSends` (both swept every few seconds),
+    presence lives in a :class:`~chat.roster.Roster`.
     """
 
     def __init__(
-        self, clock: Clock, *, history_size: int, history_ttl: float, history_max_bytes: int
+        self,
+        clock: Clock,
+        *,
+        history_size: int,
+        history_ttl: float,
+        history_max_bytes: int,
+        send_id_window: float = 0.0,
     ) -> None:
         self._clock = clock
         self._deliver: Deliver | None = None
@@ -33,6 +41,7 @@ class InMemoryBroker:
         self._roster = Roster()
         self._claims: Counter[str] = Counter()
         self.store = HistoryStore(size=history_size, ttl=history_ttl, max_bytes=history_max_bytes)
+        self.sent = RecentSends(window=send_id_window)
 
     @property
     def url(self) -> str:
@@ -53,12 +62,19 @@ class InMemoryBroker:
         try:
             while True:
                 await self._clock.sleep(PURGE_INTERVAL)
-                self.store.purge(self._clock.now())
+                now = self._clock.now()
+                self.store.purge(now)
+                self.sent.purge(now)
         finally:
             self._deliver = None
 
     async def publish(self, draft: Draft) -> Publication:
-        publication = self.store.publish(draft, self._clock.now())
+        now = self._clock.now()
+        earlier = self.sent.find(draft, now)
+        if earlier is not None:
+            return draft.published(earlier.seq, earlier.epoch, duplicate=True)
+        publication = self.store.publish(draft, now)
+        self.sent.remember(draft, publication.seq, publication.epoch, now)
         if self._deliver is not None and draft.room in self._subscribed:
             self._deliver(publication)
         return publication

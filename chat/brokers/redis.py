@@ -8,6 +8,11 @@ and each kind of key has its own prefix, so no two can collide):
   ``chat:room:{room}:presence`` hash user -> sessions; ``chat:room:{room}`` the
   room's pub/sub channel (publications and presence changes, JSON).
 * ``chat:sessions`` hash user -> sessions (the per-user cap).
+* ``chat:sent:{user}`` hash ``room SEP id`` -> ``seq epoch digest time`` and
+  ``chat:sent-order:{user}`` sorted set of the same fields by time: the user's
+  recent sends with an ``id`` (``CHAT_SEND_ID_WINDOW``, at most
+  :data:`~chat.idempotency.IDS_PER_USER`), so a retry is recognised on any
+  node (:mod:`chat.idempotency`).
 * ``chat:nodes`` sorted set node -> last heartbeat (Redis time);
   ``chat:node:{node}:info`` hash ``sessions``, ``last_seen``; and each node's
   own share of presence and sessions, ``chat:node:{node}:presence`` and
@@ -19,9 +24,10 @@ A room's ``epoch`` is its stored run name plus the Redis server's ``run_id``:
 a Redis that restarted (empty, or from an older snapshot) starts new runs,
 so no ``seq`` is ever reused under the same epoch.
 
-Publishing is one Lua script: the room's next ``seq``, the stream entry and
-the ``PUBLISH``. One pub/sub connection per process carries every local room,
-subscribed once per room (the rooms layer counts members). Health is judged
+Publishing is one Lua script: the retry check, the room's next ``seq``, the
+stream entry, the ``PUBLISH`` and the sent-id record. One pub/sub connection
+per process carries every local room, subscribed once per room (the rooms
+layer counts members). Health is judged
 end to end: every second the node publishes a canary to itself, and it is
 unhealthy when the canary stops coming back within :data:`CANARY_DEADLINE`,
 which also catches a subscription that went deaf silently. Every command has
@@ -67,6 +73,7 @@ from chat.envelope import (
     new_epoch,
     recovery,
 )
+from chat.idempotency import IDS_PER_USER, text_digest
 
 log = logging.getLogger("chat.broker")
 
@@ -90,7 +97,24 @@ FILL_CONCURRENCY = 16
 #: Separates room and user in a node's presence hash (neither may contain it).
 SEP = "\x1f"
 
+# KEYS: the room's meta and log, the user's sent ids (hash) and their order
+# (sorted set by time). With an id (ARGV[7] = room SEP id, ARGV[8] the text's
+# digest), a retry within the window returns the first seq, flagged 1, and
+# publishes nothing; otherwise the id is remembered, the user's last ARGV[10]
+# ids within ARGV[9] ms kept.
 PUBLISH = """
+local sent_at
+if ARGV[7] ~= '' then
+  local now = redis.call('TIME')
+  sent_at = now[1] * 1000 + math.floor(now[2] / 1000)
+  local found = redis.call('HGET', KEYS[3], ARGV[7])
+  if found then
+    local seq, epoch, digest, at = string.match(found, '^(%d+) (%S+) (%x+) (%d+)$')
+    if digest == ARGV[8] and tonumber(at) > sent_at - tonumber(ARGV[9]) then
+      return {tonumber(seq), epoch, 1}
+    end
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[2]
@@ -105,7 +129,23 @@ if tonumber(ARGV[3]) > 0 then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', ARGV[5], body)
-return {seq, epoch}
+if sent_at then
+  redis.call('HSET', KEYS[3], ARGV[7], seq .. ' ' .. epoch .. ' ' .. ARGV[8] .. ' ' .. sent_at)
+  redis.call('ZADD', KEYS[4], sent_at, ARGV[7])
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', sent_at - tonumber(ARGV[9]))
+  local excess = redis.call('ZCARD', KEYS[4]) - #gone - tonumber(ARGV[10])
+  if excess > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[4], #gone, #gone + excess - 1)
+    for _, field in ipairs(oldest) do table.insert(gone, field) end
+  end
+  if #gone > 0 then
+    redis.call('HDEL', KEYS[3], unpack(gone))
+    redis.call('ZREM', KEYS[4], unpack(gone))
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[9])
+  redis.call('PEXPIRE', KEYS[4], ARGV[9])
+end
+return {seq, epoch, 0}
 """
 
 # The latest seq and epoch, Redis time (ms), and with a since the newest
@@ -328,6 +368,7 @@ class RedisBroker:
         node_id: str,
         history_size: int,
         history_ttl: float,
+        send_id_window: float = 0.0,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         dead_after: float = DEAD_AFTER,
     ) -> None:
@@ -339,6 +380,7 @@ class RedisBroker:
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
         self._room_ttl_ms = int(max(history_ttl, MIN_ROOM_TTL) * 1000)
+        self._send_id_window_ms = int(send_id_window * 1000)
         self._redis: Redis | None = None
         self._listener: Redis | None = None
         self._scripts: dict[str, Any] = {}
@@ -390,11 +432,13 @@ class RedisBroker:
             "canary_lag_ms": self.canary_lag_ms,
         }
 
-    async def _call(self, command: Awaitable[T]) -> T:
+    async def _call(self, command: Awaitable[T], *, uncertain: bool = False) -> T:
         """Run one command within the timeout; :class:`BrokerUnavailable` otherwise.
 
         A connection problem or timeout marks the broker down (and rebuilds the
         subscription); an error reply (a bug, not an outage) only fails this call.
+        With ``uncertain``, a command that got no answer is reported as one that
+        may still take effect (Redis runs what reached it, however late).
         """
         try:
             with anyio.fail_after(COMMAND_TIMEOUT * 2):
@@ -406,7 +450,7 @@ class RedisBroker:
             self._commands_ok = False
             self.last_error = type(error).__name__
             self._reconnect.set()
-            raise BrokerUnavailable(type(error).__name__) from None
+            raise BrokerUnavailable(type(error).__name__, uncertain=uncertain) from None
         self._commands_ok = True
         return result
 
@@ -711,9 +755,15 @@ class RedisBroker:
             "ts": draft.ts,
         }
         key = _room(draft.room)
-        seq, epoch = await self._call(
+        remembered = draft.id is not None and self._send_id_window_ms > 0
+        seq, epoch, duplicate = await self._call(
             self._scripts["publish"](
-                keys=[f"{key}:meta", f"{key}:log"],
+                keys=[
+                    f"{key}:meta",
+                    f"{key}:log",
+                    f"chat:sent:{draft.user}",
+                    f"chat:sent-order:{draft.user}",
+                ],
                 args=[
                     orjson.dumps(fields).decode()[1:],
                     new_epoch(),
@@ -721,10 +771,16 @@ class RedisBroker:
                     self._room_ttl_ms,
                     key,
                     self._run,
+                    # The id as a field: the room first (no room holds SEP), then the id.
+                    f"{draft.room}{SEP}{orjson.dumps(draft.id).decode()}" if remembered else "",
+                    text_digest(draft.text) if remembered else "",
+                    self._send_id_window_ms,
+                    IDS_PER_USER,
                 ],
-            )
+            ),
+            uncertain=True,
         )
-        return draft.published(int(seq), str(epoch))
+        return draft.published(int(seq), str(epoch), duplicate=bool(duplicate))
 
     async def subscribe(self, room: str) -> None:
         pubsub = self._pubsub

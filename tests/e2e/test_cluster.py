@@ -274,3 +274,52 @@ async def test_two_workers_on_redis_behave_as_one_server(
     assert [seq for seq, _ in first] == list(range(1, 41))
     for stream in streams[1:]:
         assert [(m["seq"], m["text"]) for m in stream] == first
+
+
+async def acked(client: JsonClient, frame: dict[str, Any], within: float) -> dict[str, Any]:
+    """Send ``frame`` until it is acked (``unavailable`` is retried, as a client does)."""
+    async with asyncio.timeout(within):
+        while True:
+            await client.send(frame)
+            while True:
+                answer = await client.recv()
+                if answer["type"] in {"ack", "error"} and answer.get("id") == frame["id"]:
+                    break
+            if answer["type"] == "ack":
+                return answer
+            assert answer["code"] == "unavailable", answer
+            await asyncio.sleep(0.2)
+
+
+async def test_a_send_refused_while_redis_froze_is_published_once_however_often_retried(
+    two_nodes: tuple[Server, Server], own_redis: RedisServer
+) -> None:
+    a, b = two_nodes
+    send = {"type": "send", "room": "idem", "text": "exactly once", "id": "m-1"}
+    async with (
+        json_client(a, "/ws/idem?user=ann") as ann,
+        json_client(b, "/ws/idem?user=bo") as bo,
+    ):
+        await send_until_delivered(ann, bo, "idem", within=10)
+        own_redis.signal(signal.SIGSTOP)
+        try:
+            await ann.send(send)
+            async with asyncio.timeout(5):
+                refusal = await ann.recv_type("error")
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        # The publish reached Redis and runs now that it resumed: the client cannot know.
+        assert (refusal["code"], refusal["id"]) == ("unavailable", "m-1")
+        assert "may still be published" in refusal["detail"]
+        # It retries, from a new session on the other node, then from the first one.
+        async with json_client(b, "/ws/idem?user=ann") as ann_on_b:
+            first = await acked(ann_on_b, send, within=30)
+        again = await acked(ann, send, within=10)
+        assert again["seq"] == first["seq"]
+        await ann.send({"type": "send", "room": "idem", "text": "marker", "id": "m-2"})
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while not seen or seen[-1]["text"] != "marker":
+                seen.append(await bo.recv_type("message"))
+    copies = [m for m in seen if m["text"] == "exactly once"]
+    assert [m["seq"] for m in copies] == [first["seq"]]

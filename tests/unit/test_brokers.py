@@ -20,6 +20,8 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.anyio
 
 HISTORY_SIZE = 5
+#: Seconds a send's id is remembered (short: a test waits it out for real with Redis).
+SEND_ID_WINDOW = 0.5
 
 #: A room of the tests' own: what is published (or announced) to it after an
 #: action arrives after everything the action delivered, so a test waits for it
@@ -45,9 +47,18 @@ class Running:
     def changes(self) -> list[PresenceChange]:
         return [p for p in self.delivered if isinstance(p, PresenceChange) and p.room != SENTINEL]
 
-    async def publish(self, room: str, text: str) -> Publication:
-        draft = Draft(room=room, user="u", text=text, id=None, ts=self.clock.time())
+    async def publish(
+        self, room: str, text: str, id: str | None = None, *, user: str = "u"
+    ) -> Publication:
+        draft = Draft(room=room, user=user, text=text, id=id, ts=self.clock.time())
         return await self.broker.publish(draft)
+
+    async def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass on this broker's clock (Redis keeps its own time: real)."""
+        if isinstance(self.clock, FakeClock):
+            await self.clock.advance(seconds)
+        else:
+            await anyio.sleep(seconds)
 
     async def delivered_so_far(self, *, presence: bool = False) -> None:
         """Return once everything published or announced before this call was delivered.
@@ -79,7 +90,10 @@ def make(request: pytest.FixtureRequest) -> Callable[[str], Running]:
 
         def memory(node: str) -> Running:
             broker = shared.setdefault(
-                "only", open_broker(Settings(history_size=HISTORY_SIZE), clock)
+                "only",
+                open_broker(
+                    Settings(history_size=HISTORY_SIZE, send_id_window=SEND_ID_WINDOW), clock
+                ),
             )
             return Running(broker, clock)
 
@@ -96,6 +110,7 @@ def redis_node(server: RedisServer, node: str) -> Running:
         node_id=node,
         history_size=HISTORY_SIZE,
         history_ttl=300,
+        send_id_window=SEND_ID_WINDOW,
         heartbeat_interval=0.1,
         dead_after=0.5,
     )
@@ -193,6 +208,48 @@ async def test_a_room_keeps_its_seq_and_epoch_across_an_empty_spell(
         assert (second.seq, second.epoch) == (2, first.epoch)
 
 
+async def test_a_retried_send_gets_the_first_seq_and_publishes_nothing(
+    make: Callable[[str], Running],
+) -> None:
+    async with running(make("a")) as r:
+        await r.broker.subscribe("a")
+        first = await r.publish("a", "hello", "m-1")
+        again = await r.publish("a", "hello", "m-1")
+        assert (again.seq, again.epoch, again.duplicate) == (first.seq, first.epoch, True)
+        assert not first.duplicate
+        await r.delivered_so_far()
+        assert [p.text for p in r.messages("a")] == ["hello"]
+        assert (await r.broker.recover("a", None)).latest == 1
+
+
+async def test_a_reused_id_with_another_text_room_or_user_is_a_new_message(
+    make: Callable[[str], Running],
+) -> None:
+    async with running(make("a")) as r:
+        first = await r.publish("a", "hello", "m-1")
+        others = [
+            await r.publish("a", "hello again", "m-1"),
+            await r.publish("b", "hello", "m-1"),
+            await r.publish("a", "hello", "m-1", user="someone-else"),
+            await r.publish("a", "hello", "m-2"),
+            await r.publish("a", "hello", None),
+            await r.publish("a", "hello", None),
+        ]
+        assert not any(p.duplicate for p in others)
+        assert [first.seq, *(p.seq for p in others)] == [1, 2, 1, 3, 4, 5, 6]
+        # Only the latest text of a reused id is a retry from then on.
+        assert (await r.publish("a", "hello again", "m-1")).seq == 2
+        assert not (await r.publish("a", "hello", "m-1")).duplicate
+
+
+async def test_an_id_is_forgotten_after_the_window(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
+        first = await r.publish("a", "hello", "m-1")
+        await r.wait(SEND_ID_WINDOW + 0.2)
+        later = await r.publish("a", "hello", "m-1")
+        assert (later.seq, later.duplicate) == (first.seq + 1, False)
+
+
 async def test_presence_counts_sessions_per_user(make: Callable[[str], Running]) -> None:
     async with running(make("a")) as r:
         assert await r.broker.presence_enter("room", "ann") == (True, ["ann"])
@@ -255,6 +312,17 @@ async def test_nodes_on_one_redis_share_rooms_presence_caps_and_the_node_list(
         nodes = await a.broker.nodes()
         assert nodes is not None
         assert sorted(n.node for n in nodes) == ["node-a", "node-b"]
+
+
+async def test_a_retry_is_recognised_on_another_node(two: tuple[Running, Running]) -> None:
+    a, b = two
+    async with running(a), running(b):
+        await b.broker.subscribe("room")
+        first = await a.publish("room", "once", "m-1", user="ann")
+        again = await b.publish("room", "once", "m-1", user="ann")
+        assert (again.seq, again.duplicate) == (first.seq, True)
+        await b.delivered_so_far()
+        assert [p.text for p in b.messages("room")] == ["once"]
 
 
 async def test_a_node_that_stops_releases_what_it_held(two: tuple[Running, Running]) -> None:

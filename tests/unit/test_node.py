@@ -10,7 +10,7 @@ import pytest
 
 from chat.brokers import BrokerUnavailable, Draft, Publication
 from chat.clock import settle
-from chat.connection import Endpoint
+from chat.connection import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL, Endpoint
 from chat.session import SessionState
 from tests.domain import flag, running, state
 from tests.fakes import FakeTransport
@@ -56,6 +56,23 @@ async def test_messages_reach_every_member_with_rising_seq_and_the_sender_gets_a
             assert {m["user"] for m in messages} == {"alice"}
         assert [(a["id"], a["seq"]) for a in alice.of_type("ack")] == [(0, 1), (1, 2), (2, 3)]
         assert bob.of_type("ack") == []
+
+
+async def test_a_retried_send_is_acked_with_the_first_seq_from_any_session_of_its_user() -> None:
+    async with running() as harness:
+        alice, _ = await harness.connect(user="alice")
+        bob, _ = await harness.connect(user="bob")
+        alice.send_json({"type": "send", "room": "lobby", "text": "once", "id": "m-1"})
+        await settle()
+        # The connection was lost before the ack, say: the retry comes on a new session.
+        again, _ = await harness.connect(user="alice")
+        again.send_json({"type": "send", "room": "lobby", "text": "once", "id": "m-1"})
+        alice.send_json({"type": "send", "room": "lobby", "text": "once", "id": "m-1"})
+        await settle()
+        for client in (alice, again):
+            assert [(a["id"], a["seq"]) for a in client.of_type("ack")][-1] == ("m-1", 1)
+        assert [m["text"] for m in bob.of_type("message")] == ["once"]
+        assert again.of_type("message") == []
 
 
 async def test_plain_text_and_json_members_share_a_room() -> None:
@@ -208,9 +225,14 @@ async def test_an_internal_error_closes_1011_and_is_logged_once_with_the_session
         assert session.close_reason == "internal_error"
 
 
-async def test_broker_unavailable_refuses_json_send_and_closes_plain_text_1013() -> None:
+@pytest.mark.parametrize(
+    ("uncertain", "detail"), [(False, UNAVAILABLE_DETAIL), (True, UNCERTAIN_DETAIL)]
+)
+async def test_broker_unavailable_refuses_json_send_and_closes_plain_text_1013(
+    uncertain: bool, detail: str
+) -> None:
     async def unavailable(draft: Draft) -> Publication:
-        raise BrokerUnavailable
+        raise BrokerUnavailable("down", uncertain=uncertain)
 
     async with running() as harness:
         json_client, json_session = await harness.connect()
@@ -220,7 +242,7 @@ async def test_broker_unavailable_refuses_json_send_and_closes_plain_text_1013()
         plain.type("x")
         await settle()
         error = json_client.of_type("error")[-1]
-        assert (error["code"], error["id"]) == ("unavailable", "a")
+        assert (error["code"], error["id"], error["detail"]) == ("unavailable", "a", detail)
         assert state(json_session) is SessionState.ACTIVE
         assert plain.closed is not None and plain.closed[0] == 1013
         assert plain_session.close_reason == "unavailable"
