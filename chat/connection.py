@@ -28,7 +28,7 @@ import anyio
 
 from chat.auth import Identity, TokenError
 from chat.brokers import BrokerUnavailable, Draft, Publication
-from chat.envelope import PresenceChange, encode_message
+from chat.envelope import PresenceChange, RunStarted, encode_message
 from chat.errors import (
     BinaryFrame,
     BrokerDown,
@@ -263,13 +263,30 @@ class Connection:
                 else:
                     self._overflowed()
                 return
-        if publication.epoch != self._epochs.get(room, publication.epoch):
-            # The room started a new run (its broker state was lost): follow it.
-            self._epochs[room] = publication.epoch
+        known = self._epochs.get(room)
+        if known is not None and publication.epoch != known:
+            # A new run that came without its notice (see restarted): say so now.
+            self._start_run(
+                room, publication.epoch, publication.seq - 1, self._node.rooms.users(room)
+            )
         elif publication.seq <= self._room_seq.get(room, 0):
             return
         self._room_seq[room] = publication.seq
         self.send(publication.text if self.session.protocol is Subprotocol.TEXT else frame)
+
+    def restarted(self, run: RunStarted) -> None:
+        """The room began a new run of its ``seq``: a fresh ``joined`` (``recovered:
+        false``, the new ``epoch``, the members) before the run's first message."""
+        known = self._epochs.get(run.room)
+        if run.room in self._held or known is None or known == run.epoch:
+            return  # joining (its recovery tells the run), or told already
+        self._start_run(run.room, run.epoch, run.seq, list(run.users))
+
+    def _start_run(self, room: str, epoch: str, seq: int, users: list[str]) -> None:
+        self._epochs[room] = epoch
+        self._room_seq[room] = seq
+        if self.session.protocol is not Subprotocol.TEXT:
+            self._send_joined(room, seq, epoch, False, users)
 
     def notify(self, frame: str) -> None:
         """Queue an event frame for JSON sessions (plain-text clients cannot read it)."""
@@ -682,7 +699,7 @@ class Connection:
             raise
         finally:
             del self._held[room]
-        node.rooms.enter(room, self)
+        node.rooms.enter(room, self, users)
         self._epochs[room] = recovery.epoch
         # Messages this connection had before it left the room are not sent twice.
         floor = self._left.pop(room, (None, 0))

@@ -112,6 +112,21 @@ class PresenceChange:
 
 
 @dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A room's ``seq`` began a new run (its broker state was lost: a Redis that
+    restarted empty, or a room that expired): ``epoch`` names it, its next
+    message delivered here follows ``seq``, and ``users`` are present now.
+
+    Delivered before the first message of the new run.
+    """
+
+    room: str
+    epoch: str
+    seq: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NodeInfo:
     """A live node of the cluster as every node sees it."""
 

@@ -8,6 +8,15 @@ with its last by a task in the node's task group, so that leaving never
 waits on the broker. Presence is counted per user by the broker (cluster-wide);
 here a member only counts as present once its join fully succeeded, and only
 present members are told about presence changes.
+
+Each room keeps which users its members were told are present (each
+member's ``joined`` list, then every change told since): the users every
+member knows of, and those any member knows of. A change that would tell no
+member anything new (a user who "joins" again when the broker rebuilt its
+state after an outage, a leave of someone nobody knows of) is not passed on,
+and no member is told about its own user. A new run of the room's ``seq``
+(the broker lost its state) resets both to the broker's list, and every
+member is told with a fresh ``joined``.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import Protocol
 import anyio
 
 from chat.brokers import Broker, BrokerUnavailable, Publication
-from chat.envelope import PresenceChange, encode_message
+from chat.envelope import PresenceChange, RunStarted, encode_message
 from chat.protocol import Presence, encode
 
 log = logging.getLogger("chat.rooms")
@@ -50,9 +59,13 @@ class Member(Protocol):
         """Queue an encoded event (``presence``) if this member speaks JSON; never waits."""
         ...
 
+    def restarted(self, run: RunStarted) -> None:
+        """The room began a new run of its ``seq``: tell the client before its first message."""
+        ...
+
 
 class _Room:
-    __slots__ = ("members", "present", "ready", "subscribed")
+    __slots__ = ("members", "present", "ready", "subscribed", "told_all", "told_any")
 
     def __init__(self) -> None:
         #: Members in join order: every one of them gets the room's messages.
@@ -62,6 +75,10 @@ class _Room:
         #: Set once the first member's subscribe returned (or failed).
         self.ready = anyio.Event()
         self.subscribed = False
+        #: The users every present member / any present member was told are
+        #: present (None before the first member entered).
+        self.told_all: set[str] | None = None
+        self.told_any: set[str] | None = None
 
 
 class Rooms:
@@ -115,9 +132,23 @@ class Rooms:
                 return
             state.members.pop(member, None)
 
-    def enter(self, room: str, member: Member) -> None:
-        """``member`` (joined, and counted by the broker) is present: it hears presence."""
-        self._rooms[room].present.add(member)
+    def enter(self, room: str, member: Member, users: list[str]) -> None:
+        """``member`` (joined, and counted by the broker) is present: it hears presence.
+
+        ``users`` is the member list its ``joined`` carried.
+        """
+        state = self._rooms[room]
+        state.present.add(member)
+        if state.told_all is None or state.told_any is None:
+            state.told_all, state.told_any = set(users), set(users)
+        else:
+            state.told_all.intersection_update(users)
+            state.told_any.update(users)
+
+    def users(self, room: str) -> list[str]:
+        """The users any member of ``room`` was told are present, sorted."""
+        state = self._rooms.get(room)
+        return sorted(state.told_any or ()) if state is not None else []
 
     def leave(self, room: str, member: Member) -> None:
         """Stop delivering ``room`` to ``member``; never waits.
@@ -157,26 +188,48 @@ class Rooms:
                 del self._unsubscribing[room]
             done.set()
 
-    def dispatch(self, item: Publication | PresenceChange) -> None:
-        """Hand a publication (or a presence change) to the local members of its room.
+    def dispatch(self, item: Publication | PresenceChange | RunStarted) -> None:
+        """Hand a publication (or a presence change, or a new run) to the local members.
 
-        The broker's callback: every member gets a message; present members
-        but the one that caused it get a presence change.
+        The broker's callback: every member gets a message and a new run;
+        present members of other users get a presence change that changes
+        what they were told.
         """
         state = self._rooms.get(item.room)
         if state is None:
             return
         if isinstance(item, PresenceChange):
-            frame = encode(Presence(room=item.room, event=item.event, user=item.user))
-            for member in state.present:
-                if member.id != item.origin:
-                    member.notify(frame)
+            self._change_presence(state, item)
+            return
+        if isinstance(item, RunStarted):
+            state.told_all, state.told_any = set(item.users), set(item.users)
+            for member in list(state.members):
+                member.restarted(item)
             return
         if not state.members:
             return
         frame = encode_message(item)
         for member in state.members:
             member.deliver(item, frame)
+
+    def _change_presence(self, state: _Room, change: PresenceChange) -> None:
+        told_all, told_any = state.told_all, state.told_any
+        if told_all is not None and told_any is not None:
+            user = change.user
+            if change.event == "join":
+                if user in told_all:
+                    return  # every member knows of this user already
+                told_all.add(user)
+                told_any.add(user)
+            else:
+                if user not in told_any:
+                    return  # no member knows of this user
+                told_all.discard(user)
+                told_any.discard(user)
+        frame = encode(Presence(room=change.room, event=change.event, user=change.user))
+        for member in state.present:
+            if member.id != change.origin and member.user != change.user:
+                member.notify(frame)
 
     def counts(self) -> dict[str, int]:
         """``{room: local member count}`` for every room with a local member."""

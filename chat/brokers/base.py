@@ -8,10 +8,11 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskStatus
 
-from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
+from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery, RunStarted
 
-#: Called once per publication (and presence change) on every node subscribed to its room.
-Deliver = Callable[[Publication | PresenceChange], None]
+#: Called once per publication (and presence change, and new run of a room's
+#: ``seq``) on every node subscribed to its room.
+Deliver = Callable[[Publication | PresenceChange | RunStarted], None]
 #: How many sessions this node holds now (for the cluster view).
 SessionCount = Callable[[], int]
 
@@ -51,9 +52,11 @@ class Broker(Protocol):
     text, on any node) is not published again: :meth:`publish` returns the
     original ``seq`` marked ``duplicate``. Every node subscribed to the room then
     receives it through its ``deliver`` callback exactly once, in ``seq``
-    order. Delivery to a node that is not subscribed is not promised (at most
-    once): :meth:`recover` fills such gaps from the history. Every method may
-    raise :class:`BrokerUnavailable`, within about a second, never later.
+    order; the first publication of a new run of the room comes after a
+    :class:`~chat.envelope.RunStarted` for it. Delivery to a node that is not
+    subscribed is not promised (at most once): :meth:`recover` fills such gaps
+    from the history. Every method may raise :class:`BrokerUnavailable`,
+    within about a second, never later.
     """
 
     @property

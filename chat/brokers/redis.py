@@ -70,6 +70,7 @@ from chat.envelope import (
     PresenceChange,
     Publication,
     Recovery,
+    RunStarted,
     new_epoch,
     recovery,
 )
@@ -394,8 +395,9 @@ class RedisBroker:
         self._rooms: set[str] = set()
         #: The last (epoch, seq) handed to ``deliver`` per room, for gap filling.
         self._delivered: dict[str, tuple[str, int]] = {}
-        #: Rooms being filled from their streams: live messages wait here meanwhile.
-        self._filling: dict[str, list[Publication]] = {}
+        #: Rooms being filled from their streams: live messages (and presence
+        #: changes) wait here meanwhile, in arrival order.
+        self._filling: dict[str, list[Publication | PresenceChange]] = {}
         self._fill_slots = anyio.Semaphore(FILL_CONCURRENCY)
         self._confirmations: dict[str, anyio.Event] = {}
         #: This node's share of presence and sessions, as it means it to be in Redis.
@@ -602,8 +604,14 @@ class RedisBroker:
             data = orjson.loads(message["data"])
             if data.get("k") == "p":
                 change = PresenceChange(data["room"], data["event"], data["user"], data["origin"])
-                if change.room in self._rooms and self._deliver is not None:
-                    self._deliver(change)
+                if change.room in self._rooms:
+                    held = self._filling.get(change.room)
+                    if held is not None:
+                        # After the fill, in arrival order: a new run's member
+                        # list comes first, and these changes apply to it.
+                        held.append(change)
+                    elif self._deliver is not None:
+                        self._deliver(change)
                 return
             publication = _publication(data)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -624,8 +632,9 @@ class RedisBroker:
         if known is not None:
             epoch, seq = known
             # (One already delivered is dropped by _deliver_now.)
-            if publication.seq > (seq + 1 if epoch == publication.epoch else 1):
-                # Missed messages (a deaf spell, or a new run begun meanwhile).
+            if publication.epoch != epoch or publication.seq > seq + 1:
+                # Missed messages (a deaf spell), or a new run begun meanwhile:
+                # the fill delivers them, and announces a new run first.
                 self._start_fill(room)
                 self._filling[room].append(publication)
                 return
@@ -633,7 +642,9 @@ class RedisBroker:
 
     def _deliver_now(self, publication: Publication) -> None:
         known = self._delivered.get(publication.room)
-        if known is not None and known[0] == publication.epoch and publication.seq <= known[1]:
+        if known is not None and (known[0] != publication.epoch or publication.seq <= known[1]):
+            # Delivered already, or of a run the fill has not announced (it will
+            # deliver from its stream what this one would have been).
             return
         self._delivered[publication.room] = (publication.epoch, publication.seq)
         if self._deliver is not None:
@@ -650,21 +661,30 @@ class RedisBroker:
 
         Whatever is kept is delivered, even when the history no longer covers
         the whole gap (clients see the gap in ``seq`` and recover themselves).
+        A new run of the room (Redis restarted, or the room expired) is
+        announced with a :class:`RunStarted` carrying its present users first.
         """
         try:
             async with self._fill_slots:
                 epoch, seq = self._delivered[room]
                 _, current, kept = await self._kept_after(room, seq)
                 if current != epoch:
-                    # A new run of the room began meanwhile: deliver what it kept.
-                    _, current, kept = await self._kept_after(room, 0)
+                    latest, current, kept = await self._kept_after(room, 0)
+                    users = await self.presence_users(room)
+                    start = kept[0].seq - 1 if kept else latest
+                    self._delivered[room] = (current, start)
+                    if self._deliver is not None:
+                        self._deliver(RunStarted(room, current, start, tuple(users)))
                 for publication in kept:
                     self._deliver_now(publication)
         except (BrokerUnavailable, KeyError):
-            pass  # the live messages still go out; the next reconnect fills again
+            pass  # what waited still goes out; the next reconnect fills again
         finally:
-            for publication in sorted(self._filling.pop(room, []), key=lambda p: p.seq):
-                self._deliver_now(publication)
+            for item in self._filling.pop(room, []):
+                if isinstance(item, Publication):
+                    self._deliver_now(item)
+                elif self._deliver is not None:
+                    self._deliver(item)
 
     async def _canary_beat(self) -> None:
         assert self._redis is not None

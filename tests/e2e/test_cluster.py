@@ -323,3 +323,48 @@ async def test_a_send_refused_while_redis_froze_is_published_once_however_often_
                 seen.append(await bo.recv_type("message"))
     copies = [m for m in seen if m["text"] == "exactly once"]
     assert [m["seq"] for m in copies] == [first["seq"]]
+
+
+async def frames_until_text(client: JsonClient, text: str, within: float) -> list[dict[str, Any]]:
+    """Every frame up to and including the ``message`` with ``text``."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(within):
+        while not frames or frames[-1].get("text") != text:
+            frames.append(await client.recv())
+    return frames
+
+
+async def test_members_hear_of_a_new_run_before_its_first_message_and_no_false_presence(
+    two_nodes: tuple[Server, Server], own_redis: RedisServer
+) -> None:
+    a, b = two_nodes
+    async with (
+        json_client(a, "/ws/run?user=ann") as ann,
+        json_client(b, "/ws/run?user=bo") as bo,
+        json_client(a, "/ws/run?user=cy") as cy,
+    ):
+        await send_until_delivered(bo, ann, "run", within=10)
+        await send_until_delivered(ann, bo, "run", within=10)
+        await cy.send({"type": "send", "room": "run", "text": "last of the old run"})
+        for client in (ann, bo):
+            old = await frames_until_text(client, "last of the old run", within=10)
+        own_redis.kill()
+        own_redis.start()  # empty: every room starts a new run
+        assert eventually(lambda: all(s.get("/readyz").status_code == 200 for s in (a, b)), 20)
+        await acked(cy, {"type": "send", "room": "run", "text": "first", "id": "n1"}, within=20)
+        for client, user in ((ann, "ann"), (bo, "bo")):
+            frames = await frames_until_text(client, "first", within=20)
+            fresh = [f for f in frames if f["type"] == "joined"]
+            assert len(fresh) == 1, frames
+            assert fresh[0]["epoch"] != client.joined["epoch"]
+            assert fresh[0]["recovered"] is False
+            assert frames[-1]["seq"] == fresh[0]["seq"] + 1 == 1
+            assert frames.index(fresh[0]) < len(frames) - 1
+            # Presence only for what the fresh list did not say, never about oneself.
+            known = {m["user"] for m in fresh[0]["members"]}
+            after = frames[frames.index(fresh[0]) :]
+            changes = [(f["event"], f["user"]) for f in after if f["type"] == "presence"]
+            assert all(event == "join" and who not in known for event, who in changes), changes
+            assert not [f for f in frames if f["type"] == "presence" and f["user"] == user]
+            assert known | {who for _, who in changes} == {"ann", "bo", "cy"}
+    assert old[-1]["seq"] > 1

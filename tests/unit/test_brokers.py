@@ -13,7 +13,7 @@ import pytest
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
 from chat.clock import Clock, FakeClock, MonotonicClock
-from chat.envelope import PresenceChange, Publication
+from chat.envelope import PresenceChange, Publication, RunStarted
 from chat.settings import Settings
 from tests.redis_server import RedisServer
 
@@ -33,7 +33,7 @@ SENTINEL = "sentinel"
 class Running:
     broker: Broker
     clock: Clock
-    delivered: list[Publication | PresenceChange] = field(default_factory=list)
+    delivered: list[Publication | PresenceChange | RunStarted] = field(default_factory=list)
 
     def messages(self, room: str | None = None) -> list[Publication]:
         return [
@@ -447,6 +447,11 @@ async def test_messages_of_a_new_run_published_before_a_node_resubscribed_are_de
         await eventually(lambda: len(b.messages()) == 4, seconds=10)
         assert [p.text for p in b.messages()] == ["before", "new 0", "new 1", "new 2"]
         assert [p.seq for p in b.messages()[1:]] == [1, 2, 3]
+        # The new run was announced before its first message, its seq counted from 0.
+        announced = [d for d in b.delivered if isinstance(d, RunStarted)]
+        new_epoch = b.messages()[1].epoch
+        assert announced == [RunStarted("room", new_epoch, 0, ())]
+        assert b.delivered.index(announced[0]) < b.delivered.index(b.messages()[1])
 
 
 async def test_a_node_reaped_while_alive_announces_its_users_again(

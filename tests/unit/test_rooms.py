@@ -11,6 +11,7 @@ import pytest
 from chat.brokers import BrokerUnavailable, Draft, Recovery
 from chat.brokers.memory import InMemoryBroker
 from chat.clock import FakeClock, settle
+from chat.envelope import PresenceChange, Publication, RunStarted
 from tests.domain import running
 from tests.fakes import FakeTransport
 
@@ -350,3 +351,87 @@ async def test_live_messages_held_during_a_slow_recovery_are_bounded() -> None:
         await harness.advance(3)
         assert (session.close_code, session.close_reason) == (1013, "slow_consumer")
         assert sender.closed is None
+
+
+# -- a room whose broker state was lost --------------------------------------------------
+
+
+def frames_of(client: FakeTransport, room: str) -> list[tuple[str, Any]]:
+    """``(type, seq)`` of the frames about ``room``, in order."""
+    return [(f["type"], f.get("seq")) for f in client.frames() if f.get("room") == room]
+
+
+async def test_a_new_run_is_announced_with_a_fresh_joined_before_its_first_message() -> None:
+    async with running() as harness:
+        ann, _ = await harness.connect(user="ann")
+        plain, _ = await harness.connect(protocol=None, user="pat")
+        for n in range(3):
+            ann.send_json({"type": "send", "room": "lobby", "text": f"old {n}"})
+        await settle()
+        rooms = harness.node.rooms
+        rooms.dispatch(RunStarted("lobby", "new-run", 0, ("ann", "pat", "zed")))
+        rooms.dispatch(Publication("lobby", 1, "zed", "new 0", None, 1.0, "new-run"))
+        await settle()
+        joined = ann.of_type("joined")[-1]
+        assert joined == {
+            "type": "joined",
+            "room": "lobby",
+            "seq": 0,
+            "epoch": "new-run",
+            "recovered": False,
+            "members": [{"user": "ann"}, {"user": "pat"}, {"user": "zed"}],
+        }
+        assert frames_of(ann, "lobby")[-2:] == [("joined", 0), ("message", 1)]
+        assert plain.sent[-2:] == ["old 2", "new 0"]
+
+
+async def test_a_new_run_without_its_notice_is_announced_by_its_first_message() -> None:
+    async with running() as harness:
+        ann, _ = await harness.connect(user="ann")
+        ann.send_json({"type": "send", "room": "lobby", "text": "old"})
+        await settle()
+        harness.node.rooms.dispatch(Publication("lobby", 4, "bo", "new", None, 1.0, "new-run"))
+        harness.node.rooms.dispatch(Publication("lobby", 5, "bo", "newer", None, 1.0, "new-run"))
+        await settle()
+        assert frames_of(ann, "lobby")[-3:] == [("joined", 3), ("message", 4), ("message", 5)]
+        joined = ann.of_type("joined")[-1]
+        assert (joined["epoch"], joined["recovered"]) == ("new-run", False)
+        assert joined["members"] == [{"user": "ann"}]
+
+
+async def test_presence_that_tells_nobody_anything_new_is_not_passed_on() -> None:
+    async with running() as harness:
+        ann, _ = await harness.connect(user="ann")
+        bo, _ = await harness.connect(user="bo")
+        rooms = harness.node.rooms
+        # A broker that rebuilt its state after an outage announces everyone again.
+        for user in ["ann", "bo"]:
+            rooms.dispatch(PresenceChange("lobby", "join", user, ""))
+        rooms.dispatch(PresenceChange("lobby", "leave", "nobody-here", ""))
+        await settle()
+        assert [(p["event"], p["user"]) for p in ann.of_type("presence")] == [("join", "bo")]
+        assert bo.of_type("presence") == []
+        # Real changes still go through, to everyone but the user's own sessions.
+        rooms.dispatch(PresenceChange("lobby", "join", "cy", ""))
+        rooms.dispatch(PresenceChange("lobby", "leave", "bo", ""))
+        await settle()
+        assert [(p["event"], p["user"]) for p in ann.of_type("presence")] == [
+            ("join", "bo"),
+            ("join", "cy"),
+            ("leave", "bo"),
+        ]
+        assert [(p["event"], p["user"]) for p in bo.of_type("presence")] == [("join", "cy")]
+
+
+async def test_a_join_some_member_missed_reaches_them_though_others_knew() -> None:
+    async with running() as harness:
+        rooms = harness.node.rooms
+        ann, _ = await harness.connect(user="ann")
+        # cy's join was counted but not yet announced when bo joined: bo's list has
+        # cy, ann's does not.
+        await harness.node.broker.presence_enter("lobby", "cy")
+        bo, _ = await harness.connect(user="bo")
+        assert {"user": "cy"} in bo.of_type("joined")[0]["members"]
+        rooms.dispatch(PresenceChange("lobby", "join", "cy", ""))
+        await settle()
+        assert ("join", "cy") in [(p["event"], p["user"]) for p in ann.of_type("presence")]
