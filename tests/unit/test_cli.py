@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -398,3 +400,60 @@ def test_help_is_plain_text(capsys: pytest.CaptureFixture[str], command: list[st
     for markup in ("``", ":class:", ":data:", ":func:"):
         assert markup not in out
     assert "exit status" in out.lower()
+
+
+# -- make run ------------------------------------------------------------------
+
+
+def fake_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``VENV`` whose run stamp is fresh: its python runs this interpreter but no pip,
+    its hypercorn only records its arguments. Returns the venv and that record."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    record = tmp_path / "hypercorn-args"
+    python = venv / "bin" / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *pip*) echo "make run installed: $*" >&2; exit 97;; esac\n'
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    hypercorn = venv / "bin" / "hypercorn"
+    hypercorn.write_text(f'#!/bin/sh\necho "$@" > {shlex.quote(str(record))}\n')
+    python.chmod(0o755)
+    hypercorn.chmod(0o755)
+    (venv / ".installed-run").touch()
+    return venv, record
+
+
+def make_run(venv: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    return subprocess.run(
+        [make, "--no-print-directory", "run", f"VENV={venv}", "PYTHON=false"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_make_run_stops_with_the_message_before_hypercorn_on_a_bad_setting(
+    tmp_path: Path,
+) -> None:
+    venv, record = fake_venv(tmp_path)
+    result = make_run(venv, environ(CHAT_HEARTBEAT_INTERVAL="abc"))
+    assert result.returncode == 2
+    assert "chat: configuration error: CHAT_HEARTBEAT_INTERVAL: " in result.stderr
+    assert not record.exists()
+
+
+def test_make_run_starts_hypercorn_after_the_check_installing_nothing_more(
+    tmp_path: Path,
+) -> None:
+    venv, record = fake_venv(tmp_path)
+    result = make_run(venv, environ())
+    assert result.returncode == 0, result.stderr
+    assert record.read_text() == "-c config/hypercorn.toml main:app\n"
