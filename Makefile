@@ -1,39 +1,49 @@
 # The two commands of the README: `make run` and `make test`.
-# Both create (once) and reuse a virtual environment built from pyproject.toml.
+# Both create (once) and reuse one virtual environment built from pyproject.toml:
+# `make run` installs only what serving needs; the other targets add the test,
+# dev and bench extras to it.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
 .PHONY: run test lint format typecheck coverage check bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chat needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
-	@touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
 
-run: $(STAMP)  ## serve on 127.0.0.1:8000 with the recommended Hypercorn settings
+$(DEV_STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
+	@touch $(DEV_STAMP)
+
+# Settings are checked first: with workers, Hypercorn 0.18 exits 0 even when
+# the app refuses to start, so a bad setting would look like success.
+run: $(RUN_STAMP)  ## serve on 127.0.0.1:8000 with the recommended Hypercorn settings
+	$(BIN)/python -m chat check --quiet
 	$(BIN)/hypercorn -c config/hypercorn.toml main:app
 
-test: $(STAMP)  ## the whole test suite (unit and end-to-end)
+test: $(DEV_STAMP)  ## the whole test suite (unit and end-to-end)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-coverage: $(STAMP)  ## the whole suite under branch coverage (servers included), gated
+coverage: $(DEV_STAMP)  ## the whole suite under branch coverage (servers included), gated
 	rm -f .coverage .coverage.*
 	$(BIN)/python -m coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --quiet
@@ -42,7 +52,7 @@ coverage: $(STAMP)  ## the whole suite under branch coverage (servers included),
 check: lint typecheck test
 
 BENCH_ARGS ?= --baseline --pairs 3
-bench: $(STAMP)  ## chat against the naive tutorial loop, A B A B (about 15 minutes)
+bench: $(DEV_STAMP)  ## chat against the naive tutorial loop, A B A B (about 15 minutes)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

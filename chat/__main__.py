@@ -1,10 +1,10 @@
-"""Command-line tools: ``python -m chat token ...`` mints a development token.
+"""Command-line tools: ``python -m chat check``, ``python -m chat token``, ``--version``.
 
-    CHAT_JWT_SECRET=dev-secret python -m chat token --sub alice --rooms 'lobby,game-*' --ttl 3600
-
-HS256 with ``CHAT_JWT_SECRET`` (as the server is configured), or RS256/ES256
-with ``--key private.pem``. ``aud`` and ``iss`` default to
-``CHAT_JWT_AUDIENCE`` and ``CHAT_JWT_ISSUER``. Only the token is printed.
+``check`` validates the ``CHAT_*`` settings exactly as the server does at
+start-up and prints the effective ones, secrets hidden. ``token`` mints a
+development JWT that a server configured by the same environment accepts,
+and refuses what that server would refuse. Every refusal is one line on
+stderr and exit status 2: never a traceback, never a secret.
 """
 
 from __future__ import annotations
@@ -16,19 +16,217 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
 
-from chat.auth import algorithm_for
-from chat.settings import SettingsError, load_settings
+from chat import __version__
+from chat.auth import (
+    MAX_ROOM_PATTERNS,
+    MAX_TIME,
+    ROOM_PATTERN,
+    ROOM_RULE,
+    USER_PATTERN,
+    USER_RULE,
+    Authenticator,
+    TokenError,
+    algorithm_for,
+    load_public_key,
+)
+from chat.settings import PREFIX, Settings, SettingsError, load_settings
+
+#: The exit status of a bad setting or a refused argument (argparse's too).
+EXIT_REFUSED = 2
+
+HIDDEN = "(set, hidden)"
+UNSET = "(unset)"
+
+DESCRIPTION = """\
+Tools for the chat server: check its settings, mint development tokens.
+
+Settings come from CHAT_* environment variables (and the file CHAT_ENV_FILE
+names), as for the server.
+"""
+
+EPILOG = """\
+examples:
+  python -m chat check            validate the settings and print them (secrets hidden)
+  python -m chat check --quiet    validate only: what make run does before serving
+  python -m chat token --sub alice --rooms 'lobby,game-*' --ttl 3600
+  python -m chat --version
+
+exit status: 0 on success; 2 for a bad setting or an argument the server
+would refuse, with a message on stderr.
+"""
+
+CHECK_DESCRIPTION = """\
+Validate the CHAT_* settings exactly as the server does at start-up (the
+JWT public key included) and print every setting with its effective value.
+Secrets show only whether they are set; the broker URL shows no credentials.
+Exit status 0 when the server would start, 2 (with the reason on stderr)
+when it would refuse to.
+"""
+
+TOKEN_DESCRIPTION = f"""\
+Mint a development JWT and print only the token.
+
+It is signed HS256 with CHAT_JWT_SECRET, or RS256/ES256 (by the key's type)
+with --key and a PEM private key: RSA, or EC P-256. aud and iss default to
+CHAT_JWT_AUDIENCE and CHAT_JWT_ISSUER.
+
+What the server configured by this environment would refuse is refused here,
+with a message and exit status 2:
+  --sub    not {USER_RULE}
+  --rooms  a pattern that is not {ROOM_RULE}
+  --ttl    not a whole number of seconds above 0
+  --key    not a PEM private key, not RSA or EC P-256, given while
+           CHAT_JWT_SECRET is set, or not the private key of CHAT_JWT_PUBLIC_KEY
+  --aud, --iss  not what CHAT_JWT_AUDIENCE and CHAT_JWT_ISSUER require
+"""
+
+TOKEN_EPILOG = """\
+examples:
+  export CHAT_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+  TOKEN=$(python -m chat token --sub alice --rooms 'lobby,game-*' --ttl 3600)
+  python -m chat token --sub ops --admin              (may read /status and /metrics)
+  python -m chat token --sub bob --key private.pem    (RS256 or ES256)
+"""
+
+
+class Refused(Exception):
+    """An argument the server would refuse; the message is safe to print."""
+
+
+def effective_settings(settings: Settings) -> list[tuple[str, str]]:
+    """Every setting as ``(variable, shown value)``, in the order :class:`Settings` declares them.
+
+    Nothing secret is shown: a field kept out of the settings' repr shows only
+    whether it is set, except the broker URL, shown without user, password or
+    query (as ``/status`` shows it). A value no variable set is followed by
+    ``(default)``, and ``None`` shows as ``(unset)``; the default node id shows
+    ``<pid>`` for the pid, which is each server process's own.
+    """
+    shown: list[tuple[str, str]] = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if name == "broker_url":
+            text = _masked_url(value)
+        elif value is None:
+            text = UNSET
+        elif not field.repr:
+            text = HIDDEN
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif name == "node_id" and name not in settings.model_fields_set:
+            text = f"{value.rpartition('-')[0]}-<pid>"
+        else:
+            text = str(value)
+        if value is not None and name not in settings.model_fields_set:
+            text += " (default)"
+        shown.append((f"{PREFIX}{name.upper()}", text))
+    return shown
+
+
+def _masked_url(url: str) -> str:
+    if url.startswith(("redis://", "rediss://")):
+        from chat.brokers.redis import mask_url  # late: imports the Redis client
+
+        return mask_url(url)
+    return url
+
+
+def check(args: argparse.Namespace) -> int:
+    """Validate the settings as the server does; print them unless ``--quiet``. Returns 0.
+
+    Raises :class:`SettingsError` for a setting the server would refuse.
+    """
+    settings = load_settings()
+    auth = Authenticator(settings)
+    if args.quiet:
+        return 0
+    rows = effective_settings(settings)
+    width = max(len(variable) for variable, _ in rows)
+    for variable, text in rows:
+        print(f"{variable:<{width}}  {text}")
+    mode = (
+        f"JWT auth on ({auth.algorithm})"
+        if auth.enabled
+        else "open mode: no JWT key, users name themselves"
+    )
+    print(f"chat {__version__}: configuration OK; {mode}")
+    return 0
+
+
+def _user(value: str) -> str:
+    if not USER_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"must be {USER_RULE} (the server's rule for sub)")
+    return value
+
+
+def _ttl(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds above 0, not {value}")
+    return seconds
+
+
+def _rooms(value: str) -> list[str]:
+    patterns = [pattern.strip() for pattern in value.split(",") if pattern.strip()]
+    if not patterns:
+        raise argparse.ArgumentTypeError("names no room pattern (leave it out for any room)")
+    if len(patterns) > MAX_ROOM_PATTERNS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_ROOM_PATTERNS} patterns")
+    for pattern in patterns:
+        if not ROOM_PATTERN.fullmatch(pattern):
+            raise argparse.ArgumentTypeError(f"{pattern!r} is not a room pattern: {ROOM_RULE}")
+    return patterns
+
+
+def _private_key(path: str) -> tuple[Any, str]:
+    """The key in the PEM file ``path`` and the algorithm it signs; raises :class:`Refused`."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise Refused(f"--key {path}: cannot read it: {error.strerror or error}") from None
+    try:
+        key: Any = load_pem_private_key(data, password=None)
+    except TypeError:
+        raise Refused(f"--key {path}: encrypted; give an unencrypted PEM private key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise Refused(f"--key {path}: not a PEM private key") from None
+    try:
+        return key, algorithm_for(key)
+    except ValueError:
+        raise Refused(
+            "--key must be an RSA or EC P-256 private key in PEM (the server verifies"
+            " RS256 and ES256 only)"
+        ) from None
+
+
+def _spki(key: Any) -> bytes:
+    return bytes(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
 
 
 def mint(args: argparse.Namespace) -> str:
-    """The signed token the arguments describe; raises :class:`SystemExit` with a message."""
+    """The signed token the arguments describe.
+
+    When the environment configures a key, the token is one that the server
+    configured by it accepts. Raises :class:`Refused`, or
+    :class:`SettingsError` for a bad setting.
+    """
     settings = load_settings()
     now = int(time.time())
+    if now + args.ttl >= MAX_TIME:
+        raise Refused("--ttl ends beyond year 5138, which the server does not read as a time")
     claims: dict[str, Any] = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
-    if args.rooms:
-        claims["rooms"] = [room.strip() for room in args.rooms.split(",") if room.strip()]
+    if args.rooms is not None:
+        claims["rooms"] = args.rooms
     if args.admin:
         claims["admin"] = True
     audience = args.aud or settings.jwt_audience
@@ -38,36 +236,88 @@ def mint(args: argparse.Namespace) -> str:
     if issuer:
         claims["iss"] = issuer
     if args.key:
-        key: Any = load_pem_private_key(Path(args.key).read_bytes(), password=None)
+        key, algorithm = _private_key(args.key)
+        if settings.jwt_secret:
+            raise Refused(
+                f"--key signs {algorithm}, but CHAT_JWT_SECRET makes the server take HS256"
+                " only; unset CHAT_JWT_SECRET to mint for a server with a public key"
+            )
+        if settings.jwt_public_key and _spki(key.public_key()) != _spki(
+            load_public_key(settings.jwt_public_key)[0]
+        ):
+            raise Refused("--key is not the private key of CHAT_JWT_PUBLIC_KEY")
+        token = jwt.encode(claims, key, algorithm=algorithm)
+    elif settings.jwt_public_key:
+        raise Refused("CHAT_JWT_PUBLIC_KEY is set: give --key with its private key")
+    elif settings.jwt_secret:
+        token = jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+    else:
+        raise Refused("set CHAT_JWT_SECRET (HS256) or give --key private.pem")
+    if settings.auth_enabled:
         try:
-            algorithm = algorithm_for(key)
-        except ValueError:
-            raise SystemExit(
-                "chat token: --key must be an RSA or EC P-256 private key in PEM"
-            ) from None
-        return jwt.encode(claims, key, algorithm=algorithm)
-    if not settings.jwt_secret:
-        raise SystemExit("chat token: set CHAT_JWT_SECRET (HS256) or give --key private.pem")
-    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+            Authenticator(settings).verify(token, now)
+        except TokenError as error:
+            raise Refused(f"the server would refuse this token: {error.detail}") from None
+    return token
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chat", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    token = commands.add_parser("token", help="mint a development JWT")
-    token.add_argument("--sub", required=True, help="the user")
-    token.add_argument("--rooms", help="comma list of room patterns, * as wildcard")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default 3600)")
-    token.add_argument("--admin", action="store_true", help="allow /status and /metrics")
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m chat``: plain-text help, exit status 2 on bad usage."""
+    parser = argparse.ArgumentParser(
+        prog="python -m chat",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"chat {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    checker = commands.add_parser(
+        "check",
+        help="validate the settings as the server does and print them",
+        description=CHECK_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    checker.add_argument(
+        "--quiet", action="store_true", help="only validate: print nothing unless refused"
+    )
+    token = commands.add_parser(
+        "token",
+        help="mint a development JWT the server accepts",
+        description=TOKEN_DESCRIPTION,
+        epilog=TOKEN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    token.add_argument("--sub", required=True, type=_user, help="the user")
+    token.add_argument(
+        "--rooms", type=_rooms, help="comma list of room patterns, * as wildcard (default: any)"
+    )
+    token.add_argument(
+        "--ttl", type=_ttl, default=3600, help="seconds until exp, above 0 (default 3600)"
+    )
+    token.add_argument("--admin", action="store_true", help="may read /status and /metrics")
     token.add_argument("--aud", help="audience (default CHAT_JWT_AUDIENCE)")
     token.add_argument("--iss", help="issuer (default CHAT_JWT_ISSUER)")
     token.add_argument("--key", help="PEM private key for RS256/ES256 instead of the HS256 secret")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status.
+
+    Bad usage (argparse), ``--help`` and ``--version`` raise :class:`SystemExit`
+    as argparse does (2 for bad usage, 0 otherwise).
+    """
+    args = build_parser().parse_args(argv)
     try:
+        if args.command == "check":
+            return check(args)
         print(mint(args))
     except SettingsError as error:
         print(f"chat: configuration error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
+    except Refused as error:
+        print(f"chat token: {error}", file=sys.stderr)
+        return EXIT_REFUSED
     return 0
 
 

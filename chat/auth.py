@@ -25,8 +25,14 @@ from chat.settings import NAME_PATTERN, Settings
 #: common identity-provider subjects (``auth0|123``), nothing that could
 #: break a log line, a status filter or a key.
 USER_PATTERN = re.compile(r"[A-Za-z0-9_.@+:=|\-]{1,128}")
+#: :data:`USER_PATTERN` in words, for messages.
+USER_RULE = "1 to 128 of A-Z a-z 0-9 _ . @ + : = | -"
 #: A ``rooms`` claim pattern: room characters and ``*``.
-_PATTERN = re.compile(r"[A-Za-z0-9_.\-*]{1,64}")
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.\-*]{1,64}")
+#: :data:`ROOM_PATTERN` in words, for messages.
+ROOM_RULE = "1 to 64 of A-Z a-z 0-9 _ . - and *"
+#: The most patterns one ``rooms`` claim may hold.
+MAX_ROOM_PATTERNS = 256
 #: ``exp`` and ``nbf`` beyond this (Unix seconds, year 5138) are not real times.
 MAX_TIME = 1e11
 
@@ -169,16 +175,14 @@ class Authenticator:
                 raise TokenError("token_not_yet_valid", "token not valid yet")
         sub = claims["sub"]
         if not isinstance(sub, str) or not USER_PATTERN.fullmatch(sub):
-            raise TokenError(
-                "invalid_token", "token sub must be 1 to 128 of A-Z a-z 0-9 _ . @ + : = | -"
-            )
+            raise TokenError("invalid_token", f"token sub must be {USER_RULE}")
         if "rooms" in claims and claims["rooms"] is None:
             raise TokenError("invalid_token", "token rooms must be a list of room patterns")
         rooms = claims.get("rooms")
         if rooms is not None and (
             not isinstance(rooms, list)
-            or len(rooms) > 256
-            or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in rooms)
+            or len(rooms) > MAX_ROOM_PATTERNS
+            or not all(isinstance(p, str) and ROOM_PATTERN.fullmatch(p) for p in rooms)
         ):
             raise TokenError("invalid_token", "token rooms must be a list of room patterns")
         admin = claims.get("admin", False)

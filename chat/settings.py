@@ -14,6 +14,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -91,6 +92,11 @@ class Settings(BaseSettings):
         if not value.startswith(("memory://", "redis://", "rediss://")):
             # Never echo the URL: it may carry a password.
             raise ValueError("must start with memory://, redis:// or rediss://")
+        try:
+            urlsplit(value).port  # noqa: B018 -- parsing it is the check
+        except ValueError:
+            # The Redis client could never connect, and status could not show it.
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
         return value
 
     @field_validator("jwt_secret")

@@ -300,6 +300,8 @@ def test_secret_never_appears_in_repr_or_str(variable: str, secret: str) -> None
         "http://user:Sup3rSecret@cache",
         "kafka://user:Sup3rSecret@cache:9092",
         "user:Sup3rSecret@cache",
+        "redis://user:Sup3rSecret@cache:63790000/0",
+        "rediss://:Sup3rSecret@cache:port/0",
     ],
 )
 def test_a_refused_broker_url_is_named_but_never_shown(url: str) -> None:
