@@ -180,6 +180,49 @@ async def test_metrics_and_status_on_either_worker_cover_both(start: StartServer
             assert [w["sessions"] for w in status["workers"]] == [0, 0]
 
 
+async def test_a_worker_that_stops_takes_its_sessions_away_and_leaves_its_counts(
+    start: StartServer,
+) -> None:
+    server = start(args=["-w", "2"])
+    with both_workers(server) as (leaving, staying):
+        with paused(staying.pid):
+            async with open_ws(server.ws("/ws/solo"), subprotocols=["chat.v1"]) as ws:
+                client = JsonClient(ws)
+                welcome, _ = await client.greeted()
+                assert welcome["node"] == leaving.node
+                await client.send({"type": "send", "room": "solo", "text": "hi", "id": 1})
+                assert (await client.recv_type("ack"))["id"] == 1
+        # The session said goodbye; a second session stays open while its worker stops.
+        with paused(staying.pid):
+            ws = await open_ws(server.ws("/ws/solo"), subprotocols=["chat.v1"])
+        try:
+            welcome, _ = await JsonClient(ws).greeted()
+            assert welcome["node"] == leaving.node
+            os.kill(leaving.pid, signal.SIGTERM)  # Hypercorn starts another worker in its place
+
+            def replaced() -> list[dict[str, Any]]:
+                workers: list[dict[str, Any]] = staying.status()["workers"]
+                pids = {worker["pid"] for worker in workers}
+                return workers if len(pids) == 2 and leaving.pid not in pids else []
+
+            workers = await asyncio.to_thread(eventually, replaced, 10.0)
+            assert workers, staying.status()["workers"]
+            assert [w["sessions"] for w in workers] == [0, 0]
+            values = await asyncio.to_thread(staying.scrape)
+            assert values[ACTIVE] == 0
+            # The stopped worker's counts stay in the sums: counters never go down.
+            assert values[ACCEPTED] == 2
+            assert values[MESSAGES_IN] == 1
+            assert values[CLIENT_CLOSED] == 1
+            assert values[("chat_sessions_closed_total", (("reason", "shutdown"),))] == 1
+            pids = sorted(
+                dict(labels)["pid"] for (name, labels) in values if name == "chat_node_info"
+            )
+            assert pids == sorted(str(w["pid"]) for w in workers)
+        finally:
+            await ws.close()
+
+
 def test_one_process_is_its_only_worker(start: StartServer) -> None:
     server = start({"CHAT_NODE_ID": "alone"}, args=["-w", "0"])
     status = server.json("/status")
