@@ -144,7 +144,8 @@ class Metrics(Protocol):
         ...
 
     async def run(self) -> None:
-        """Keep what other processes read of this one fresh, until cancelled."""
+        """Keep what other processes read of this one fresh until cancelled (return at
+        once if none does). Run it in the node's task group while the node runs."""
         ...
 
     def close(self) -> None:
