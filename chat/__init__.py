@@ -8,7 +8,8 @@ Layers, imports pointing down only:
    :mod:`chat.registry`, :mod:`chat.rooms`, :mod:`chat.brokers`,
    :mod:`chat.connection`, :mod:`chat.supervisor`, :mod:`chat.node`.
 3. Edge, the only code that knows FastAPI, ASGI and Hypercorn: :mod:`chat.app`,
-   :mod:`chat.endpoints`, :mod:`chat.status`, :mod:`chat.hypercorn_hooks`.
+   :mod:`chat.endpoints`, :mod:`chat.status`, :mod:`chat.metrics`,
+   :mod:`chat.workers`, :mod:`chat.hypercorn_hooks`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket
 from chat import __version__, endpoints, status
 from chat.brokers import Broker
 from chat.clock import Clock
-from chat.metrics import Metrics
+from chat.metrics import create_metrics
 from chat.node import Node
 from chat.settings import Settings
 
@@ -62,22 +62,30 @@ def create_app(
     ``clock`` and ``broker`` replace the real clock and the broker chosen by
     ``settings.broker_url`` (for tests and embedding). Under Hypercorn, also
     call :func:`chat.hypercorn_hooks.install` with ``app.state.node`` (as
-    ``main.py`` does) for a clean shutdown.
+    ``main.py`` does) for a clean shutdown. ``/metrics`` and ``/status`` cover
+    every worker of the process group when prometheus-client runs in
+    multiprocess mode (``main.py`` turns it on in Hypercorn's workers; see
+    :mod:`chat.metrics`), else this process alone.
     """
     node = Node(settings, clock=clock, broker=broker)
+    metrics = create_metrics(node)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with node:
-            log.info(
-                "node %s ready: broker %s, %s",
-                settings.node_id,
-                node.broker.url,
-                f"JWT auth on ({node.auth.algorithm})"
-                if node.auth.enabled
-                else "open mode: no authentication, users name themselves with ?user=",
-            )
-            yield
+        try:
+            async with node:
+                node.spawn(metrics.run)
+                log.info(
+                    "node %s ready: broker %s, %s",
+                    settings.node_id,
+                    node.broker.url,
+                    f"JWT auth on ({node.auth.algorithm})"
+                    if node.auth.enabled
+                    else "open mode: no authentication, users name themselves with ?user=",
+                )
+                yield
+        finally:
+            metrics.close()
         log.info("node %s stopped", settings.node_id)
 
     app = ChatApp(
@@ -90,7 +98,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.node = node
-    app.state.metrics = Metrics(node)
+    app.state.metrics = metrics
     app.include_router(endpoints.router)
     app.include_router(status.router)
     return app

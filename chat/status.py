@@ -7,7 +7,9 @@ With ``CHAT_STATUS_TOKEN`` set they need ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import hmac
+import os
 from contextlib import suppress
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
@@ -27,6 +29,10 @@ router = APIRouter()
 
 def _node(request: Request) -> Node:
     return cast(Node, request.app.state.node)
+
+
+def _metrics(request: Request) -> Metrics:
+    return cast(Metrics, request.app.state.metrics)
 
 
 def require_status_access(request: Request) -> None:
@@ -62,6 +68,7 @@ def require_status_access(request: Request) -> None:
 
 
 NodeDep = Annotated[Node, Depends(_node)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
 Guarded = [Depends(require_status_access)]
 
 
@@ -123,11 +130,12 @@ async def readyz(node: NodeDep) -> JSONResponse:
 
 
 @router.get("/status", dependencies=Guarded)
-async def status(node: NodeDep) -> dict[str, Any]:
-    """This node's summary."""
+async def status(node: NodeDep, metrics: MetricsDep) -> dict[str, Any]:
+    """This node's summary, the worker that answered and every worker of its process group."""
     totals = node.registry.totals
     summary: dict[str, Any] = {
         "node": node.settings.node_id,
+        "worker": {"pid": os.getpid(), "node": node.settings.node_id},
         "version": __version__,
         "started_at": iso(node.started_at),
         "uptime_s": round(node.clock.now() - node.started_mono, 3),
@@ -147,6 +155,7 @@ async def status(node: NodeDep) -> dict[str, Any]:
             "closed_by_reason": dict(totals.closed_by_reason),
             "rate_limited": totals.rate_limited,
         },
+        "workers": [asdict(worker) for worker in metrics.workers()],
     }
     try:
         nodes = await node.broker.nodes()
@@ -209,7 +218,6 @@ async def session_detail(node: NodeDep, session_id: str) -> dict[str, Any]:
 
 
 @router.get("/metrics", dependencies=Guarded)
-async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    rendered = cast(Metrics, request.app.state.metrics).render()
-    return Response(rendered, media_type=CONTENT_TYPE_LATEST)
+async def metrics(metrics: MetricsDep) -> Response:
+    """Prometheus text format: every worker of the process group (see :mod:`chat.metrics`)."""
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
