@@ -1,4 +1,4 @@
-"""Clean shutdown under the plain Hypercorn CLI (also run under Python 3.12 by .ci/run)."""
+"""Clean shutdown under the plain Hypercorn CLI (also run under Python 3.12 and 3.13 by .ci/run)."""
 
 from __future__ import annotations
 
