@@ -163,6 +163,8 @@ class Rooms:
         del state.members[member]
         if member in state.present:
             state.present.discard(member)
+            if not state.present:
+                state.told_all = state.told_any = None  # told no one now
             self._spawn(self._release_presence, room, member.user, member.id)
         if not state.members and state.subscribed:
             del self._rooms[room]

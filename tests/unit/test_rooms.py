@@ -435,3 +435,25 @@ async def test_a_join_some_member_missed_reaches_them_though_others_knew() -> No
         rooms.dispatch(PresenceChange("lobby", "join", "cy", ""))
         await settle()
         assert ("join", "cy") in [(p["event"], p["user"]) for p in ann.of_type("presence")]
+
+
+async def test_what_departed_members_were_told_does_not_filter_for_the_next_ones() -> None:
+    clock = FakeClock()
+    broker = SlowRecoveryBroker(clock)
+    async with running(broker=broker, clock=clock) as harness:
+        rooms = harness.node.rooms
+        ann, _ = await harness.connect(user="ann")
+        rooms.dispatch(PresenceChange("lobby", "join", "ghost", ""))
+        await settle()
+        assert ann.of_type("presence")[-1]["user"] == "ghost"
+        # bo is joining (its history read is slow) when ann, the only present member, goes.
+        bo, _ = await harness.connect(user="bo", since=0)
+        ann.hang_up()
+        await settle()
+        broker.release.set()
+        await settle()
+        assert {"user": "ghost"} not in bo.of_type("joined")[0]["members"]
+        # What ann was told is gone with her: ghost's leave tells bo nothing.
+        rooms.dispatch(PresenceChange("lobby", "leave", "ghost", ""))
+        await settle()
+        assert bo.of_type("presence") == []
