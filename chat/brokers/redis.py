@@ -27,17 +27,19 @@ so no ``seq`` is ever reused under the same epoch.
 Publishing is one Lua script: the retry check, the room's next ``seq``, the
 stream entry, the ``PUBLISH`` and the sent-id record. One pub/sub connection
 per process carries every local room, subscribed once per room (the rooms
-layer counts members). Health is judged
-end to end: every second the node publishes a canary to itself, and it is
-unhealthy when the canary stops coming back within :data:`CANARY_DEADLINE`,
-which also catches a subscription that went deaf silently. Every command has
-a short timeout and no hidden retries, so a sender is refused within about a
-second during an outage, never blocked; an error reply from Redis (a bug, not
-an outage) is logged and fails only that call. The subscriber runs in a loop
-that cannot die: it reconnects with capped, jittered backoff (reset once a
-canary came back), resubscribes every local room, re-asserts this node's
-share of presence and sessions (announcing what changed), and fills each
-room's gap from its stream while holding that room's live messages back.
+layer counts members). Health is judged end to end: every second the node
+publishes a canary to itself, and it is unhealthy when the canary stops
+coming back within :data:`CANARY_DEADLINE`, which also catches a
+subscription that went deaf silently. Every command has a short timeout and
+no hidden retries, so a sender is refused within about a second during an
+outage, never blocked; an error reply from Redis (a bug, not an outage) is
+logged and fails only that call. The subscriber runs in a loop that cannot
+die: it reconnects with capped, jittered backoff (reset once a canary came
+back), resubscribes every local room, re-asserts this node's share of
+presence and sessions (announcing what changed), and fills each room's gap
+from its stream while holding that room's live messages back (and announces
+a new run of the room, :class:`~chat.envelope.RunStarted`, before its first
+message).
 
 Only JSON travels on the bus.
 """
