@@ -33,9 +33,8 @@ from chat.auth import (
     USER_RULE,
     Authenticator,
     TokenError,
-    algorithm_for,
-    load_public_key,
 )
+from chat.keys import algorithm_for, load_public_key
 from chat.settings import PREFIX, Settings, SettingsError, load_settings
 
 #: The exit status of a bad setting or a refused argument (argparse's too).

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from chat.keys import load_public_key
 from chat.settings import NAME_PATTERN, Settings
 
 #: A ``sub`` accepted as a user name: the characters of emails, UUIDs and
@@ -201,30 +200,3 @@ def _is_time(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return abs(value) < MAX_TIME
-
-
-def load_public_key(pem: str) -> tuple[Any, str]:
-    """The key object and its algorithm (RS256 for RSA, ES256 for EC P-256).
-
-    Raises :class:`ValueError` for anything else.
-    """
-    try:
-        key = load_pem_public_key(pem.encode())
-    except (ValueError, TypeError) as error:
-        raise ValueError("not a PEM public key") from error
-    return key, algorithm_for(key)
-
-
-def algorithm_for(key: Any) -> str:
-    """RS256 for an RSA key, ES256 for an EC P-256 key (public or private).
-
-    Raises :class:`ValueError` for anything else.
-    """
-    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
-        return "RS256"
-    if (
-        isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey)
-        and key.curve.name == "secp256r1"
-    ):
-        return "ES256"
-    raise ValueError("only RSA and EC P-256 keys are supported")

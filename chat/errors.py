@@ -14,7 +14,7 @@ from enum import IntEnum, StrEnum
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes the server sends (DESIGN.md section 6)."""
+    """WebSocket close codes the server sends (README.md, Close codes and refusals)."""
 
     #: Normal closure.
     NORMAL = 1000
@@ -39,7 +39,7 @@ class CloseCode(IntEnum):
 
 
 class ErrorCode(StrEnum):
-    """``code`` values of the ``error`` frame (DESIGN.md section 5)."""
+    """``code`` values of the ``error`` frame (``docs/protocol.md``, Errors)."""
 
     BAD_REQUEST = "bad_request"
     UNKNOWN_TYPE = "unknown_type"

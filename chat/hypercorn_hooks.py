@@ -2,7 +2,7 @@
 
 Hypercorn gives an app no public hook that runs before it drops connections:
 its lifespan shutdown comes after every WebSocket is gone, and on Python 3.12+
-it never exits while one is open (``../shared/research/hypercorn.md``). It also
+it never exits while one is open (``docs/development.md``, The Hypercorn hooks). It also
 always negotiates permessage-deflate, inflates without a cap, and never tells
 the app the peer's close code or lets it drop a peer that stopped reading.
 :func:`install` fixes these by replacing private names of Hypercorn 0.18.0

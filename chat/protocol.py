@@ -1,6 +1,6 @@
 """The ``chat.v1`` wire protocol: client frames in, server frames out. Pure: no I/O.
 
-Every frame is one JSON object with a ``type`` (DESIGN.md section 5). Under
+Every frame is one JSON object with a ``type`` (``docs/protocol.md``). Under
 ``chat.v1.batch`` one server WebSocket frame may carry several objects joined
 by ``\\n``; client frames are always one object.
 

@@ -18,7 +18,7 @@ from chat.protocol import Subprotocol
 
 
 class SessionState(StrEnum):
-    """Where a session is in its life (DESIGN.md section 3)."""
+    """Where a session is in its life (``docs/architecture.md``, The session lifecycle)."""
 
     #: The WebSocket handshake reached the app; not accepted yet.
     CONNECTING = "connecting"

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from chat.keys import load_public_key
+
 PREFIX = "CHAT_"
 
 #: Room ids and user names: checked before they touch any key, channel or log.
@@ -126,8 +128,6 @@ class Settings(BaseSettings):
             raise ValueError("is set but empty")
         # Environment files often carry a PEM on one line with escaped newlines.
         pem = value.replace("\\n", "\n").strip()
-        from chat.auth import load_public_key  # late: chat.auth needs Settings
-
         load_public_key(pem)
         return pem
 

@@ -1,4 +1,4 @@
-"""Health, readiness, status and metrics endpoints (DESIGN.md section 7).
+"""Health, readiness, status and metrics endpoints (README.md, Endpoints).
 
 Open when no credentials are configured (the default binds to loopback).
 With ``CHAT_STATUS_TOKEN`` set they need ``Authorization: Bearer <token>``.

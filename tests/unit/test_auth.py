@@ -1,4 +1,4 @@
-"""JWT verification and room authorization (DESIGN.md section 8). Pure: ``now`` is passed in."""
+"""JWT verification and room authorization (README.md, Authentication); ``now`` passed in."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from chat.auth import Authenticator, Identity, TokenError, load_public_key
+from chat.auth import Authenticator, Identity, TokenError
+from chat.keys import load_public_key
 from chat.settings import Settings
 
 #: The injected "current" Unix time; every exp and nbf is relative to it.

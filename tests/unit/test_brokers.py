@@ -12,9 +12,10 @@ import pytest
 
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
-from chat.clock import Clock, FakeClock, MonotonicClock
+from chat.clock import Clock, MonotonicClock
 from chat.envelope import PresenceChange, Publication, RunStarted
 from chat.settings import Settings
+from tests.clock import FakeClock
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""The error tree (DESIGN.md sections 5 and 6): each cause with its close code and promise."""
+"""The error tree (README close codes, docs/protocol.md errors): each cause and its code."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from chat.errors import (
     SlowConsumer,
 )
 
-#: The ``bye.reason`` values DESIGN.md section 5 allows.
+#: The ``bye.reason`` values docs/protocol.md allows.
 BYE_REASONS = {"shutdown", "idle_timeout", "token_expired", "slow_consumer", "policy"}
 
 CAUSES: list[tuple[type[SessionClosed], int, str, str | None, bool]] = [

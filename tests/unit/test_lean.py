@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from chat.clock import settle
 from chat.lean import AppQueue, LazyEvent
+from tests.clock import settle
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ from typing import Any
 import jwt
 import pytest
 
-from chat.clock import FakeClock, settle
 from chat.session import SessionState
+from tests.clock import FakeClock, settle
 from tests.domain import running, state
 
 pytestmark = pytest.mark.anyio

@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import __version__
 from chat.app import create_app
-from chat.clock import FakeClock
 from chat.metrics import FAMILIES, LocalMetrics, Worker, create_metrics, increments, read
 from chat.node import Node
+from tests.clock import FakeClock
 from tests.domain import Harness, make_settings, running
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]

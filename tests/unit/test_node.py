@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from chat.brokers import BrokerUnavailable, Draft, Publication
-from chat.clock import settle
 from chat.connection import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL, Endpoint
 from chat.session import SessionState
+from tests.clock import settle
 from tests.domain import flag, running, state
 from tests.fakes import FakeTransport
 

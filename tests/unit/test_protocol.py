@@ -1,4 +1,4 @@
-"""The ``chat.v1`` wire protocol (DESIGN.md section 5): strict decoding, compact encoding."""
+"""The ``chat.v1`` wire protocol (docs/protocol.md): strict decoding, compact encoding."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import pytest
 
 from chat.brokers import BrokerUnavailable, Draft, Recovery
 from chat.brokers.memory import InMemoryBroker
-from chat.clock import FakeClock, settle
 from chat.envelope import PresenceChange, Publication, RunStarted
+from tests.clock import FakeClock, settle
 from tests.domain import running
 from tests.fakes import FakeTransport
 

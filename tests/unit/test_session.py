@@ -1,4 +1,4 @@
-"""The session state machine and its timers (DESIGN.md section 3), with plain numbers for time."""
+"""The session state machine and its timers (docs/architecture.md), with plain numbers for time."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ ACTIVE = SessionState.ACTIVE
 IDLE = SessionState.IDLE
 CLOSED = SessionState.CLOSED
 
-#: DESIGN.md section 3, written out independently of chat/session.py.
+#: The lifecycle of docs/architecture.md, written out independently of chat/session.py.
 LEGAL: dict[tuple[SessionState, SessionEvent], SessionState] = {
     (CONNECTING, SessionEvent.ACCEPT): ACTIVE,
     (CONNECTING, SessionEvent.REJECT): CLOSED,

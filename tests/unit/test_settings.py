@@ -1,4 +1,4 @@
-"""Settings from ``CHAT_*`` variables (DESIGN.md section 8), always from an injected environ."""
+"""Settings from ``CHAT_*`` variables (README.md, Settings), always from an injected environ."""
 
 from __future__ import annotations
 
