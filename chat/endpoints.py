@@ -14,16 +14,17 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from chat.auth import bearer_token
-from chat.connection import CLIENT_CLOSED, CONNECTION_LOST, Disconnect, Endpoint, Handshake
 from chat.errors import CloseCode
 from chat.hypercorn_hooks import ConnectionHandle, current_connection
 from chat.node import WEBSOCKET_HTTP_VERSIONS, Node
+from chat.transport import CLIENT_CLOSED, CONNECTION_LOST, Disconnect, Endpoint, Handshake
 
 router = APIRouter()
 
 
 class AsgiTransport:
-    """A Starlette ``WebSocket`` as a :class:`~chat.connection.Transport`."""
+    """A Starlette ``WebSocket`` as a :class:`~chat.transport.Socket`: Hypercorn's fast
+    path when the connection has a handle (:mod:`chat.hypercorn_hooks`), else plain ASGI."""
 
     __slots__ = ("_handle", "_websocket")
 
@@ -62,28 +63,25 @@ class AsgiTransport:
             return Disconnect(code, CONNECTION_LOST)
         return Disconnect(code, CLIENT_CLOSED)
 
-    async def send_texts(self, texts: list[str]) -> None:
-        """Send several text frames: in one write under Hypercorn, else one by one."""
+    def pending(self) -> bool:
+        return self._handle is None or self._handle.input_pending()
+
+    def write(self, texts: list[str]) -> bool:
+        handle = self._handle
+        if handle is None or not handle.writable_now():
+            return False
+        handle.write_now(texts)
+        return True
+
+    async def send(self, texts: list[str]) -> None:
+        """Several text frames: in one write under Hypercorn, else one by one through ASGI."""
         handle = self._handle
         if handle is not None and await handle.send_texts(texts):
             return
         for text in texts:
-            await self.send_text(text)
-
-    def writable_now(self) -> bool:
-        return self._handle is not None and self._handle.writable_now()
-
-    def input_pending(self) -> bool:
-        return self._handle is None or self._handle.input_pending()
-
-    def write_now(self, texts: list[str]) -> None:
-        assert self._handle is not None
-        self._handle.write_now(texts)
-
-    async def send_text(self, text: str) -> None:
-        # A connection that is gone is the reader's to notice, not an error here.
-        with suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await self._websocket.send({"type": "websocket.send", "text": text})
+            # A connection that is gone is the reader's to notice, not an error here.
+            with suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await self._websocket.send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int, reason: str) -> None:
         with suppress(WebSocketDisconnect, RuntimeError, OSError):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import random
 from enum import IntEnum, StrEnum
 
 
@@ -47,6 +48,11 @@ class ErrorCode(StrEnum):
     NOT_JOINED = "not_joined"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+
+
+def retry_after_ms() -> int:
+    """A jittered reconnect delay for ``bye`` (1 to 5 s), so clients do not return at once."""
+    return 1000 + random.randrange(4000)
 
 
 class ChatError(Exception):

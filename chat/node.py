@@ -7,7 +7,6 @@ The edge hands every WebSocket handshake to :meth:`Node.handle` and calls
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -19,8 +18,9 @@ from anyio.abc import TaskGroup
 from chat.auth import Authenticator, Identity, TokenError
 from chat.brokers import Broker, BrokerUnavailable, open_broker
 from chat.clock import Clock, MonotonicClock, wait_within
-from chat.connection import Connection, Endpoint, Handshake, Transport
-from chat.errors import Rejection, Shutdown
+from chat.connection import Connection
+from chat.core import SessionCore
+from chat.errors import Rejection, Shutdown, retry_after_ms
 from chat.protocol import MAX_EPOCH_LENGTH, Subprotocol
 from chat.registry import Registry
 from chat.rooms import Rooms
@@ -28,6 +28,7 @@ from chat.sendqueue import Flusher
 from chat.session import Session, Timers
 from chat.settings import NAME_PATTERN, Settings
 from chat.supervisor import Supervisor
+from chat.transport import Endpoint, Handshake, Socket
 
 log = logging.getLogger("chat")
 
@@ -124,13 +125,9 @@ class Node:
         """Accepting sessions: running, not draining, broker healthy."""
         return self.running and not self.draining and self.broker.healthy
 
-    def retry_after_ms(self) -> int:
-        """A jittered reconnect delay for ``bye``, so clients do not return all at once."""
-        return 1000 + random.randrange(4000)
-
     # -- sessions ----------------------------------------------------------------
 
-    async def handle(self, handshake: Handshake, transport: Transport) -> None:
+    async def handle(self, handshake: Handshake, transport: Socket) -> None:
         """Admit or refuse one handshake, then run the session until it ends."""
         now = self.clock.now()
         session_id = secrets.token_hex(6)
@@ -144,12 +141,17 @@ class Node:
             now=now,
             host=handshake.host,
         )
-        connection = Connection(self, session, transport)
+        core = SessionCore(
+            session, self.settings, self.auth, self.registry.totals, self.rooms.users
+        )
+        connection = Connection(core, transport, self)
         self.registry.add(connection)
         claimed = False
         try:
             try:
-                connection.identity = self._admit(handshake, connection)
+                identity = self._admit(handshake, connection)
+                if identity is not None:
+                    core.authenticate(identity)
                 await self._claim(session.user)
                 claimed = True
             except Exception as error:
@@ -161,7 +163,7 @@ class Node:
                 self.registry.rejected(connection, rejection.reason)
                 await transport.reject(rejection.status, rejection.detail)
                 return
-            await self._run(handshake, connection)
+            await self._run(handshake, connection, transport)
         finally:
             if claimed:
                 with anyio.CancelScope(shield=True):
@@ -182,10 +184,9 @@ class Node:
         except BrokerUnavailable:
             log.warning("session %s: its user's session count was not released", session.id)
 
-    async def _run(self, handshake: Handshake, connection: Connection) -> None:
+    async def _run(self, handshake: Handshake, connection: Connection, transport: Socket) -> None:
         """Accept an admitted handshake and serve the session until it ends."""
         session = connection.session
-        transport = connection.transport
         try:
             protocol = session.protocol
             await transport.accept(None if protocol is Subprotocol.TEXT else protocol.value)
@@ -193,9 +194,6 @@ class Node:
             session.reject(self.clock.now(), 500, "accept_failed")
             self.registry.rejected(connection, "accept_failed")
             raise
-        session.accept(self.clock.now())
-        if connection.identity is not None:
-            session.token_deadline = self.token_deadline(connection.identity)
         self.registry.accepted(connection)
         log.debug(
             "session %s accepted: %s, user %s, from %s",
@@ -204,14 +202,9 @@ class Node:
             session.user,
             session.remote,
         )
-        if self.draining:
-            connection.close(Shutdown(retry_after_ms=self.retry_after_ms()))
-        await connection.serve(handshake)
-
-    def token_deadline(self, identity: Identity) -> float:
-        """When a session with ``identity`` must be closed, on this node's monotonic clock."""
-        left = identity.expires_at + self.settings.jwt_leeway - self.clock.time()
-        return self.clock.now() + left
+        # Admitted before a drain began: greeted, then closed like the others.
+        closing = Shutdown(retry_after_ms=retry_after_ms()) if self.draining else None
+        await connection.serve(handshake, closing)
 
     def _admit(self, handshake: Handshake, connection: Connection) -> Identity | None:
         """The session's identity (None in open mode); raises :class:`Rejection`.
@@ -288,7 +281,7 @@ class Node:
             if live:
                 log.info("draining %d sessions", len(live))
             for connection in live:
-                connection.close(Shutdown(retry_after_ms=self.retry_after_ms()))
+                connection.close(Shutdown(retry_after_ms=retry_after_ms()))
             if not await wait_within(
                 self.clock, self.settings.drain_timeout, self.registry.wait_empty
             ):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 
 from chat.errors import SessionClosed
-from chat.session import Session, SessionState
+from chat.session import PUBLIC_STATES, Session, SessionState, Totals
 
 
 class Live(Protocol):
@@ -40,19 +39,6 @@ class Live(Protocol):
     def abort(self) -> None:
         """Cut the connection now."""
         ...
-
-
-@dataclass(slots=True)
-class Totals:
-    """This process's counters since start."""
-
-    accepted: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    #: Client frames dropped for going over the rate.
-    rate_limited: int = 0
-    messages_in: int = 0
-    messages_out: int = 0
-    closed_by_reason: Counter[str] = field(default_factory=Counter)
 
 
 class Registry:
@@ -154,9 +140,10 @@ class Registry:
             yield session, 0
 
     def counts(self) -> dict[str, int]:
-        """Sessions per state; ``closed`` counts the retained ones."""
-        counts = dict.fromkeys((state.value for state in SessionState), 0)
+        """Sessions per public state (a closing one counts where it closed from);
+        ``closed`` counts the retained ones."""
+        counts = dict.fromkeys((state.value for state in PUBLIC_STATES), 0)
         for live in self._live.values():
-            counts[live.session.state.value] += 1
+            counts[live.session.public_state.value] += 1
         counts[SessionState.CLOSED.value] += len(self._closed)
         return counts

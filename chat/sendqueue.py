@@ -8,8 +8,9 @@ a room down.
 Frames are not written by a task per session: the :class:`Flusher` visits
 every session that got frames, once per turn of the event loop, and writes
 everything queued in that turn straight to a socket that can take it, in one
-write. Only a session whose socket is backed up (or that is closing) gets a
-writer task, which waits for the socket and ends once the queue is empty. An
+write. It is the one owner of each session's writes: only a session whose
+socket is backed up (or that is closing) gets a writer task, started by the
+flusher, which waits for the socket and ends once the queue is empty. An
 idle session has no task of its own besides its reader.
 """
 
@@ -78,8 +79,8 @@ class Flushable(Protocol):
         """Write what is queued without waiting, or leave it to the session's writer."""
         ...
 
-    def start_writer(self) -> None:
-        """Leave what is queued to a writer task of the session's own."""
+    def start_writer(self, frames: list[str]) -> None:
+        """Leave ``frames`` and what is queued to a writer task of the session's own."""
         ...
 
 
@@ -117,7 +118,7 @@ class Flusher:
             except Exception:
                 log.exception("flushing a session failed")
                 try:
-                    session.start_writer()
+                    session.start_writer([])
                 except Exception:
                     log.exception("starting a writer failed")
 
@@ -133,4 +134,4 @@ class Flusher:
             self._running = False
             pending, self._pending = self._pending, []
             for session in pending:
-                session.start_writer()
+                session.start_writer([])

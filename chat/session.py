@@ -10,15 +10,20 @@ Times named ``now`` are the injected clock's monotonic seconds.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from chat.protocol import Subprotocol
 
 
 class SessionState(StrEnum):
-    """Where a session is in its life (``docs/architecture.md``, The session lifecycle)."""
+    """Where a session is in its life (``docs/architecture.md``, The session lifecycle).
+
+    The contract's public states are four; :attr:`CLOSING` is internal, shown
+    in status as the state it was closed from, with ``closing: true``.
+    """
 
     #: The WebSocket handshake reached the app; not accepted yet.
     CONNECTING = "connecting"
@@ -26,8 +31,19 @@ class SessionState(StrEnum):
     ACTIVE = "active"
     #: Accepted, but no client activity for ``CHAT_IDLE_AFTER`` (heartbeats do not count).
     IDLE = "idle"
+    #: The server started closing: its close frame is on its way, the peer's awaited.
+    CLOSING = "closing"
     #: Ended: rejected, closed by either side, or lost. Terminal.
     CLOSED = "closed"
+
+
+#: The states of the contract (``/status`` shows these; :attr:`SessionState.CLOSING` is not one).
+PUBLIC_STATES = (
+    SessionState.CONNECTING,
+    SessionState.ACTIVE,
+    SessionState.IDLE,
+    SessionState.CLOSED,
+)
 
 
 class SessionEvent(StrEnum):
@@ -41,18 +57,49 @@ class SessionEvent(StrEnum):
     QUIET = "quiet"
     #: Client activity (any frame but ``ping``/``pong``) while idle.
     ACTIVITY = "activity"
-    #: The client closed, the server closed, or the connection died.
+    #: The server starts a close (shutdown, a timeout, a limit, ...).
     CLOSE = "close"
+    #: The connection ended: the peer closed or answered our close, or it died.
+    END = "end"
 
+
+_S, _E = SessionState, SessionEvent
 
 #: ``(state, event) -> new state``; every pair not listed is illegal.
 TRANSITIONS: Mapping[tuple[SessionState, SessionEvent], SessionState] = {
-    (SessionState.CONNECTING, SessionEvent.ACCEPT): SessionState.ACTIVE,
-    (SessionState.CONNECTING, SessionEvent.REJECT): SessionState.CLOSED,
-    (SessionState.ACTIVE, SessionEvent.QUIET): SessionState.IDLE,
-    (SessionState.IDLE, SessionEvent.ACTIVITY): SessionState.ACTIVE,
-    (SessionState.ACTIVE, SessionEvent.CLOSE): SessionState.CLOSED,
-    (SessionState.IDLE, SessionEvent.CLOSE): SessionState.CLOSED,
+    (_S.CONNECTING, _E.ACCEPT): _S.ACTIVE,
+    (_S.CONNECTING, _E.REJECT): _S.CLOSED,
+    (_S.ACTIVE, _E.QUIET): _S.IDLE,
+    (_S.IDLE, _E.ACTIVITY): _S.ACTIVE,
+    (_S.ACTIVE, _E.CLOSE): _S.CLOSING,
+    (_S.IDLE, _E.CLOSE): _S.CLOSING,
+    (_S.ACTIVE, _E.END): _S.CLOSED,
+    (_S.IDLE, _E.END): _S.CLOSED,
+    (_S.CLOSING, _E.END): _S.CLOSED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """What a session does in one state."""
+
+    #: Client frames are handled (otherwise read and dropped, until the connection ends).
+    frames: bool
+    #: Heartbeat, idle and token timers run.
+    timers: bool
+    #: New frames may be queued for the client.
+    sends: bool
+    #: It counts as connected: in the registry's live sessions, its rooms joined.
+    live: bool
+
+
+#: What each state allows; every decision of :mod:`chat.core` reads it from here.
+ALLOWED: Mapping[SessionState, Allowed] = {
+    _S.CONNECTING: Allowed(frames=False, timers=False, sends=True, live=False),
+    _S.ACTIVE: Allowed(frames=True, timers=True, sends=True, live=True),
+    _S.IDLE: Allowed(frames=True, timers=True, sends=True, live=True),
+    _S.CLOSING: Allowed(frames=False, timers=False, sends=False, live=True),
+    _S.CLOSED: Allowed(frames=False, timers=False, sends=False, live=False),
 }
 
 
@@ -71,6 +118,11 @@ def next_state(state: SessionState, event: SessionEvent) -> SessionState:
         return TRANSITIONS[state, event]
     except KeyError:
         raise IllegalTransition(state, event) from None
+
+
+def allowed(state: SessionState, event: SessionEvent) -> bool:
+    """Whether ``event`` may happen in ``state``."""
+    return (state, event) in TRANSITIONS
 
 
 class Due(StrEnum):
@@ -100,7 +152,10 @@ class Timers:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One state change: the new ``state``, when (``at``, monotonic) and why."""
+    """One state change: the new public ``state``, when (``at``, monotonic) and why.
+
+    The start of a close keeps the public state (its ``reason`` says closing).
+    """
 
     state: SessionState
     at: float
@@ -114,10 +169,10 @@ HISTORY_LIMIT = 64
 class Session:
     """One WebSocket connection's record: state, history, timers and counters.
 
-    Created in ``connecting``. The async layer reports what happens
-    (:meth:`accept`, :meth:`touch`, :meth:`ping_sent`, :meth:`pong_received`,
-    :meth:`close`) and asks :meth:`due` what the timers want; it never assigns
-    state itself.
+    Created in ``connecting``. The session core (:mod:`chat.core`) reports
+    what happens (:meth:`accept`, :meth:`touch`, :meth:`ping_sent`,
+    :meth:`pong_received`, :meth:`begin_close`, :meth:`close`) and asks
+    :meth:`due` what the timers want; it never assigns state itself.
     """
 
     __slots__ = (
@@ -137,6 +192,7 @@ class Session:
         "messages_out",
         "node",
         "protocol",
+        "public_state",
         "remote",
         "rooms",
         "state",
@@ -171,6 +227,8 @@ class Session:
         self.heartbeats = protocol is not Subprotocol.TEXT
         self.rooms: list[str] = []
         self.state = SessionState.CONNECTING
+        #: :attr:`state` as the contract shows it (a closing session: the state it closed from).
+        self.public_state = SessionState.CONNECTING
         # A list, trimmed by hand: a bounded deque costs a 64-slot block per session.
         self.history: list[HistoryEntry] = [HistoryEntry(SessionState.CONNECTING, now, "handshake")]
         self.connected_at = now
@@ -191,15 +249,22 @@ class Session:
         """
         new = next_state(self.state, event)
         self.state = new
-        self.history.append(HistoryEntry(new, now, reason))
+        if new is not SessionState.CLOSING:
+            self.public_state = new
+        self.history.append(HistoryEntry(self.public_state, now, reason))
         if len(self.history) > HISTORY_LIMIT:
             del self.history[0]
         return new
 
     @property
     def is_live(self) -> bool:
-        """Accepted and not closed."""
-        return self.state is SessionState.ACTIVE or self.state is SessionState.IDLE
+        """Accepted and not closed (closing included)."""
+        return ALLOWED[self.state].live
+
+    @property
+    def closing(self) -> bool:
+        """The server started closing and the connection has not ended yet."""
+        return self.state is SessionState.CLOSING
 
     def accept(self, now: float) -> None:
         """The handshake was accepted: ``connecting`` to ``active``; timers start."""
@@ -240,9 +305,14 @@ class Session:
         """``active`` to ``idle`` after ``CHAT_IDLE_AFTER`` without activity."""
         self.handle(SessionEvent.QUIET, now, f"no activity for {self.timers.idle_after:g}s")
 
+    def begin_close(self, now: float, code: int, reason: str) -> None:
+        """The server starts closing with ``code``: ``active``/``idle`` to ``closing``."""
+        self.handle(SessionEvent.CLOSE, now, f"closing: {code} {reason}")
+        self._pong_deadline = None
+
     def close(self, now: float, code: int, reason: str, closed_by: str) -> None:
-        """The connection ended: ``active``/``idle`` to ``closed`` with its cause."""
-        self.handle(SessionEvent.CLOSE, now, f"{code} {reason} by {closed_by}")
+        """The connection ended: ``active``, ``idle`` or ``closing`` to ``closed``, with why."""
+        self.handle(SessionEvent.END, now, f"{code} {reason} by {closed_by}")
         self.close_code = code
         self.close_reason = reason
         self.closed_by = closed_by
@@ -257,7 +327,7 @@ class Session:
         to JSON sessions only; plain-text liveness is left to the server's
         protocol pings.
         """
-        if not self.is_live:
+        if not ALLOWED[self.state].timers:
             return None
         if self._pong_deadline is not None and now >= self._pong_deadline:
             return Due.HEARTBEAT_TIMEOUT
@@ -271,3 +341,16 @@ class Session:
         if self.heartbeats and self._pong_deadline is None and now >= self._next_ping_at:
             return Due.PING
         return None
+
+
+@dataclass(slots=True)
+class Totals:
+    """This process's counters since start."""
+
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    #: Client frames dropped for going over the rate.
+    rate_limited: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    closed_by_reason: Counter[str] = field(default_factory=Counter)

@@ -11,7 +11,7 @@ import os
 from contextlib import suppress
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,7 +22,7 @@ from chat.auth import TokenError, bearer_token
 from chat.brokers import BrokerUnavailable
 from chat.metrics import Metrics
 from chat.node import Node
-from chat.session import Session, SessionState
+from chat.session import Session
 
 router = APIRouter()
 
@@ -68,6 +68,8 @@ def require_status_access(request: Request) -> None:
 
 
 NodeDep = Annotated[Node, Depends(_node)]
+#: The states a session shows (a closing one shows the state it closed from).
+PublicState = Literal["connecting", "active", "idle", "closed"]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 Guarded = [Depends(require_status_access)]
 
@@ -90,7 +92,8 @@ def session_view(
     view: dict[str, Any] = {
         "id": session.id,
         "user": session.user,
-        "state": session.state.value,
+        "state": session.public_state.value,
+        "closing": session.closing,
         "protocol": session.protocol.value,
         "rooms": list(session.rooms),
         "remote": session.remote,
@@ -187,7 +190,7 @@ async def rooms(node: NodeDep, room: str | None = None) -> dict[str, list[dict[s
 @router.get("/status/sessions", dependencies=Guarded)
 async def sessions(
     node: NodeDep,
-    state: SessionState | None = None,
+    state: PublicState | None = None,
     room: str | None = None,
     user: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
@@ -195,7 +198,7 @@ async def sessions(
     """Live sessions, then recently closed ones; filtered by ``state``, ``room``, ``user``."""
     found: list[dict[str, Any]] = []
     for session, queued in node.registry.sessions():
-        if state is not None and session.state is not state:
+        if state is not None and session.public_state.value != state:
             continue
         if room is not None and room not in session.rooms:
             continue

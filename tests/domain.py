@@ -11,10 +11,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from chat.brokers import Broker
-from chat.connection import Endpoint, Handshake
 from chat.node import Node
 from chat.session import Session, SessionState
 from chat.settings import Settings
+from chat.transport import Endpoint, Handshake
 from tests.clock import FakeClock, settle
 from tests.fakes import FakeTransport
 

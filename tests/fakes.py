@@ -9,13 +9,13 @@ from typing import Any
 import anyio
 import orjson
 
-from chat.connection import CLIENT_CLOSED, CONNECTION_LOST, Disconnect
 from chat.errors import CloseCode
+from chat.transport import CLIENT_CLOSED, CONNECTION_LOST, Disconnect
 
 
 @dataclass
 class FakeTransport:
-    """A client on the other end of a :class:`chat.connection.Transport`, driven by the test.
+    """A client on the other end of a :class:`chat.transport.Socket`, driven by the test.
 
     ``answers_close``: reply to the server's close frame like a well-behaved
     client. ``stalled``: the socket never drains, so sends block (a client
@@ -58,23 +58,22 @@ class FakeTransport:
             await self._arrived.wait()
         return self._inbox.popleft()
 
-    async def send_texts(self, texts: list[str]) -> None:
+    def pending(self) -> bool:
+        return bool(self._inbox)
+
+    def write(self, texts: list[str]) -> bool:
+        if (self.stalled and not self._unstall.is_set()) or self._ended:
+            return False
+        self.sent.extend(texts)
+        self.writes.append(texts)
+        return True
+
+    async def send(self, texts: list[str]) -> None:
         if self.stalled:
             await self._unstall.wait()
         if not self._ended:
             self.sent.extend(texts)
             self.writes.append(texts)
-
-    def input_pending(self) -> bool:
-        return bool(self._inbox)
-
-    def writable_now(self) -> bool:
-        return (not self.stalled or self._unstall.is_set()) and not self._ended
-
-    def write_now(self, texts: list[str]) -> None:
-        assert self.writable_now()
-        self.sent.extend(texts)
-        self.writes.append(texts)
 
     async def close(self, code: int, reason: str) -> None:
         if self.stalled:

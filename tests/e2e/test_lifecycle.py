@@ -12,7 +12,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import JsonClient, Server, eventually, open_ws
+from tests.e2e.harness import (
+    JsonClient,
+    Server,
+    client_frame,
+    eventually,
+    open_ws,
+    raw_handshake,
+    read_frame,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +106,13 @@ async def test_an_idle_session_is_closed_4500_after_the_idle_timeout(timers: Ser
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4500
         assert 1.9 <= time.monotonic() - started < 4
     history = timers.json(f"/status/sessions/{welcome['session']}")["history"]
-    assert [entry["state"] for entry in history] == ["connecting", "active", "idle", "closed"]
+    # The close begins while idle (the session shows idle and closing), then ends.
+    assert [(entry["state"], entry["reason"]) for entry in history][2:] == [
+        ("idle", "no activity for 0.5s"),
+        ("idle", "closing: 4500 idle_timeout"),
+        ("closed", "4500 idle_timeout by server"),
+    ]
+    assert [entry["state"] for entry in history][:2] == ["connecting", "active"]
 
 
 async def test_plain_text_sessions_idle_out_too(timers: Server) -> None:
@@ -218,3 +232,27 @@ async def test_members_that_reset_mid_stream_do_not_disturb_anyone(start: StartS
         await ws.send("still here")
     for ws in stayers:
         await ws.close()
+
+
+def test_a_session_whose_peer_ignores_the_close_shows_closing_until_it_is_cut(
+    start: StartServer,
+) -> None:
+    server = start({"CHAT_DRAIN_TIMEOUT": "1.5"})
+    sock = raw_handshake(server.port, "/ws/closing")
+    try:
+        sock.sendall(client_frame(b"\x00", opcode=0x2))  # binary: the server closes 1003
+        opcode, payload = read_frame(sock)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1003)
+        # The peer never answers: until the drain timeout the session is closing.
+        session = server.json("/status/sessions?room=closing")["sessions"][0]
+        assert (session["state"], session["closing"]) == ("active", True)
+        assert server.json("/status")["sessions"]["active"] >= 1
+
+        def cut() -> dict[str, Any]:
+            found = server.json(f"/status/sessions/{session['id']}")
+            return found if found["state"] == "closed" else {}
+
+        closed = eventually(cut, timeout=5)
+        assert (closed["closing"], closed["close_code"]) == (False, 1003)
+    finally:
+        sock.close()

@@ -19,6 +19,7 @@ SESSION_FIELDS = {
     "id",
     "user",
     "state",
+    "closing",
     "protocol",
     "rooms",
     "remote",
@@ -115,7 +116,7 @@ async def test_sessions_are_listed_with_their_fields_and_filtered(server: Server
         cy = (await asyncio.to_thread(server.json, "/status/sessions?user=cy"))["sessions"]
         assert [s["id"] for s in cy] == [welcome["session"]]
         assert cy[0]["protocol"] == "chat.v1"
-        assert cy[0]["state"] == "active"
+        assert (cy[0]["state"], cy[0]["closing"]) == ("active", False)
         assert cy[0]["rooms"] == ["gamma"]
         assert cy[0]["remote"].startswith("127.0.0.1:")
         assert cy[0]["node"] == "status-node"

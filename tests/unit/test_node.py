@@ -9,8 +9,9 @@ import anyio
 import pytest
 
 from chat.brokers import BrokerUnavailable, Draft, Publication
-from chat.connection import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL, Endpoint
+from chat.core import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL
 from chat.session import SessionState
+from chat.transport import Endpoint
 from tests.clock import settle
 from tests.domain import flag, running, state
 from tests.fakes import FakeTransport
@@ -352,7 +353,8 @@ async def test_a_peer_that_never_answers_the_close_is_cut_after_the_drain_timeou
         client, session = await harness.connect(transport=FakeTransport(answers_close=False))
         await harness.advance(11)
         assert client.closed is not None and client.closed[0] == 4500
-        assert state(session) is SessionState.IDLE
+        # Closing, as status shows it: the state it closed from, and closing.
+        assert (state(session), session.public_state) == (SessionState.CLOSING, SessionState.IDLE)
         await harness.advance(2.5)
         assert client.aborted
         assert (state(session), session.close_code) == (SessionState.CLOSED, 4500)
@@ -400,7 +402,12 @@ async def test_a_member_that_never_reads_is_closed_1013_while_others_get_everyth
         await harness.advance(2.5)
         assert stuck.aborted
         assert (stuck_session.close_code, stuck_session.close_reason) == (1013, "slow_consumer")
-        assert len(stuck_session.history) == 3
+        assert [entry.reason for entry in stuck_session.history] == [
+            "handshake",
+            "accepted",
+            "closing: 1013 slow_consumer",
+            "1013 slow_consumer by server",
+        ]
         assert harness.node.rooms.counts() == {"lobby": 2}
 
 
@@ -514,7 +521,7 @@ async def test_a_session_whose_node_stopped_is_cut_instead_of_written_to() -> No
 class BrokenSocket(FakeTransport):
     """A socket whose direct write fails (a bug below the app)."""
 
-    def write_now(self, texts: list[str]) -> None:
+    def write(self, texts: list[str]) -> bool:
         raise OSError("broken socket")
 
 

@@ -89,7 +89,7 @@ class Recorder:
         if self.fails:
             raise RuntimeError("boom")
 
-    def start_writer(self) -> None:
+    def start_writer(self, frames: list[str]) -> None:
         self.log.append(f"writer {self.name}")
         if self.writer_fails:
             raise RuntimeError("no writer either")

@@ -9,6 +9,7 @@ import pytest
 
 from chat.protocol import Subprotocol
 from chat.session import (
+    ALLOWED,
     HISTORY_LIMIT,
     TRANSITIONS,
     Due,
@@ -24,6 +25,7 @@ from chat.session import (
 CONNECTING = SessionState.CONNECTING
 ACTIVE = SessionState.ACTIVE
 IDLE = SessionState.IDLE
+CLOSING = SessionState.CLOSING
 CLOSED = SessionState.CLOSED
 
 #: The lifecycle of docs/architecture.md, written out independently of chat/session.py.
@@ -32,8 +34,11 @@ LEGAL: dict[tuple[SessionState, SessionEvent], SessionState] = {
     (CONNECTING, SessionEvent.REJECT): CLOSED,
     (ACTIVE, SessionEvent.QUIET): IDLE,
     (IDLE, SessionEvent.ACTIVITY): ACTIVE,
-    (ACTIVE, SessionEvent.CLOSE): CLOSED,
-    (IDLE, SessionEvent.CLOSE): CLOSED,
+    (ACTIVE, SessionEvent.CLOSE): CLOSING,
+    (IDLE, SessionEvent.CLOSE): CLOSING,
+    (ACTIVE, SessionEvent.END): CLOSED,
+    (IDLE, SessionEvent.END): CLOSED,
+    (CLOSING, SessionEvent.END): CLOSED,
 }
 ILLEGAL = [pair for pair in itertools.product(SessionState, SessionEvent) if pair not in LEGAL]
 
@@ -75,6 +80,8 @@ def session_in(state: SessionState) -> Session:
     session.accept(1.0)
     if state is IDLE:
         session.go_idle(2.0)
+    elif state is CLOSING:
+        session.begin_close(2.0, 1001, "shutdown")
     elif state is CLOSED:
         session.close(2.0, 1000, "normal", "client")
     return session
@@ -127,9 +134,13 @@ def test_handle_applies_each_legal_pair_and_records_it(
 
     result = session.handle(event, 50.0, "because")
 
-    assert result is LEGAL[state, event]
-    assert session.state is LEGAL[state, event]
-    assert session.history[-1] == HistoryEntry(LEGAL[state, event], 50.0, "because")
+    new = LEGAL[state, event]
+    assert result is new
+    assert session.state is new
+    # History shows public states: the start of a close keeps the state it closed from.
+    shown = state if new is CLOSING else new
+    assert session.history[-1] == HistoryEntry(shown, 50.0, "because")
+    assert session.public_state is shown
 
 
 @pytest.mark.parametrize(("state", "event"), ILLEGAL)
@@ -153,10 +164,41 @@ def test_illegal_transition_message_names_the_event_and_the_state() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "live"), [(CONNECTING, False), (ACTIVE, True), (IDLE, True), (CLOSED, False)]
+    ("state", "live"),
+    [(CONNECTING, False), (ACTIVE, True), (IDLE, True), (CLOSING, True), (CLOSED, False)],
 )
 def test_is_live_only_between_accept_and_close(state: SessionState, live: bool) -> None:
     assert session_in(state).is_live is live
+
+
+@pytest.mark.parametrize(
+    ("state", "frames", "timers", "sends"),
+    [
+        (CONNECTING, False, False, True),
+        (ACTIVE, True, True, True),
+        (IDLE, True, True, True),
+        (CLOSING, False, False, False),
+        (CLOSED, False, False, False),
+    ],
+)
+def test_what_each_state_allows(
+    state: SessionState, frames: bool, timers: bool, sends: bool
+) -> None:
+    assert (ALLOWED[state].frames, ALLOWED[state].timers, ALLOWED[state].sends) == (
+        frames,
+        timers,
+        sends,
+    )
+
+
+def test_a_closing_session_shows_the_state_it_closed_from_and_that_it_is_closing() -> None:
+    session = session_in(IDLE)
+    session.begin_close(9.0, 4500, "idle_timeout")
+    assert (session.state, session.public_state, session.closing) == (CLOSING, IDLE, True)
+    assert session.history[-1] == HistoryEntry(IDLE, 9.0, "closing: 4500 idle_timeout")
+    assert session.due(1e9) is None  # no timer runs while closing
+    session.close(10.0, 4500, "idle_timeout", "server")
+    assert (session.state, session.public_state, session.closing) == (CLOSED, CLOSED, False)
 
 
 # -- the methods the async layer calls --------------------------------------------

@@ -1,0 +1,339 @@
+"""The session core: one session's protocol and lifecycle, with no I/O. Pure and synchronous.
+
+A :class:`SessionCore` takes what happens to a session as plain values (a
+client's text, a tick of the clock, a room's publication, the answer to one of
+its requests) and decides what follows: frames for the client, queued in
+:attr:`SessionCore.outbox`, and requests for its driver, taken with
+:meth:`SessionCore.requests`: publish a message, join a room (subscribe,
+recover, count presence), leave one, list a room's members, announce a
+presence change, cut the connection. The driver (:mod:`chat.connection`)
+carries them out and reports back; unit tests drive the core with plain
+values, no event loop and no sleeps.
+
+Every decision reads the session's state through the lifecycle table
+(:data:`chat.session.ALLOWED`): whether client frames are handled, timers
+run, frames may be queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chat.auth import Authenticator, Identity
+from chat.dialogue import Dialogue
+from chat.envelope import Publication, Recovery, RunStarted
+from chat.errors import (
+    BinaryFrame,
+    BrokerDown,
+    ErrorCode,
+    FrameError,
+    MessageTooBig,
+    SessionClosed,
+    SlowConsumer,
+    retry_after_ms,
+)
+from chat.membership import Membership, Verdict
+from chat.protocol import error_frame
+from chat.requests import (
+    Abort,
+    ListMembers,
+    Publish,
+    Request,
+    Subscribe,
+)
+from chat.sendqueue import SendQueue
+from chat.session import ALLOWED, Session, SessionEvent, Totals, allowed
+from chat.settings import Settings
+from chat.transport import CONNECTION_LOST, Disconnect, Handshake
+
+#: The users a room's members on this node were told are present (``chat.rooms.Rooms.users``).
+MembersOf = Callable[[str], list[str]]
+
+
+class SessionCore:
+    """One session from accept to close; see the module docstring."""
+
+    __slots__ = (
+        "_close_sent",
+        "_dialogue",
+        "_members",
+        "_now",
+        "_requests",
+        "_settings",
+        "_totals",
+        "close_deadline",
+        "closing",
+        "outbox",
+        "session",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        settings: Settings,
+        auth: Authenticator,
+        totals: Totals,
+        members_of: MembersOf,
+        identity: Identity | None = None,
+    ) -> None:
+        self.session = session
+        self._settings = settings
+        self._totals = totals
+        #: Frames for the client, in order; the driver writes them.
+        self.outbox = SendQueue(settings.send_queue)
+        #: The close the server started, if any: its code goes in the close frame.
+        self.closing: SessionClosed | None = None
+        #: When a peer that does not answer the close is cut (monotonic).
+        self.close_deadline: float | None = None
+        self._close_sent = False
+        self._members = Membership(
+            session.rooms,
+            hold_limit=settings.send_queue,
+            left_limit=settings.max_rooms_per_session,
+        )
+        self._requests: list[Request] = []
+        #: The latest time the core was told (for what happens between ticks).
+        self._now = session.connected_at
+        self._dialogue = Dialogue(self, settings, auth, identity, members_of)
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who the session's token speaks for; None in open mode."""
+        return self._dialogue.identity
+
+    def authenticate(self, identity: Identity) -> None:
+        """The handshake's token speaks for ``identity`` (set before :meth:`accept`)."""
+        self._dialogue.identity = identity
+
+    @property
+    def members(self) -> Membership:
+        """The session's rooms and where it is in each."""
+        return self._members
+
+    @property
+    def has_requests(self) -> bool:
+        """True when requests wait for the driver."""
+        return bool(self._requests)
+
+    def requests(self) -> list[Request]:
+        """The requests made since the last call, in order (the driver carries them out)."""
+        taken, self._requests = self._requests, []
+        return taken
+
+    def request(self, request: Request) -> None:
+        """Ask the driver for ``request``."""
+        self._requests.append(request)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def accept(
+        self,
+        handshake: Handshake,
+        now: float,
+        wall: float,
+        closing: SessionClosed | None = None,
+    ) -> None:
+        """The handshake was accepted: greet the client and join the URL's room.
+
+        With ``closing`` (the server began draining meanwhile) the session is
+        closed at once instead, with no greeting and no room joined.
+        """
+        self._now = now
+        self.session.accept(now)
+        if closing is not None:
+            self.close(closing, now)
+        else:
+            self._dialogue.start(handshake, now, wall)
+
+    def close(self, error: SessionClosed, now: float | None = None) -> None:
+        """Start closing with ``error``'s code; idempotent, and only from a live state.
+
+        A slow consumer's backlog is dropped; otherwise what is queued goes
+        first. JSON sessions then get ``bye``; the driver sends the close frame
+        once the outbox is empty, and the peer has ``CHAT_DRAIN_TIMEOUT`` from
+        ``now`` to answer (without ``now``, from the next :meth:`tick`).
+        """
+        session = self.session
+        if not allowed(session.state, SessionEvent.CLOSE):
+            return
+        if now is not None:
+            self._now = now
+        session.begin_close(self._now, error.code, error.reason)
+        self.closing = error
+        self.close_deadline = None if now is None else now + self._grace(error)
+        if isinstance(error, SlowConsumer):
+            self.outbox.clear()
+        bye = self._dialogue.bye(error)
+        if bye is not None:
+            self.outbox.put_final(bye)
+        self.outbox.close()
+
+    def ended(self, disconnect: Disconnect | None, now: float) -> list[str]:
+        """The connection is over: record how it ended; returns the rooms to leave.
+
+        The session's ``rooms`` stay as they were (status shows where it was).
+        """
+        session = self.session
+        if self.closing is not None:
+            code, reason, by = int(self.closing.code), self.closing.reason, "server"
+        elif disconnect is not None:
+            code, reason, by = disconnect.code, disconnect.reason, disconnect.by
+        else:
+            code, reason, by = 1006, CONNECTION_LOST, "client"
+        session.close(now, code, reason, by)
+        self.outbox.close()
+        self.outbox.clear()
+        rooms = list(session.rooms)
+        for room in rooms:
+            self._members.forget(room)
+        return rooms
+
+    @property
+    def close_frame(self) -> tuple[int, str] | None:
+        """The close frame to send once the outbox is empty: ``(code, reason)`` while one
+        is due (the server is closing, and it was not sent yet)."""
+        if self.closing is None or not self.session.closing or self._close_sent:
+            return None
+        return int(self.closing.code), self.closing.description
+
+    def close_frame_sent(self) -> None:
+        """The close frame went out: the peer's reply is awaited."""
+        self._close_sent = True
+
+    # -- what happens ------------------------------------------------------------
+
+    def receive(self, message: str | bytes, now: float, wall: float) -> None:
+        """A client frame: text, or binary (refused: close 1003)."""
+        session = self.session
+        if not ALLOWED[session.state].frames:
+            return  # closing: read only until the peer's close arrives
+        self._now = now
+        session.messages_in += 1
+        self._totals.messages_in += 1
+        if isinstance(message, bytes):
+            self.close(BinaryFrame(), now)
+        elif _too_big(message, self._settings.max_message_bytes):
+            self.close(MessageTooBig(), now)
+        else:
+            self._dialogue.hear(message, now, wall)
+
+    def _grace(self, error: SessionClosed) -> float:
+        return 0.0 if error.presumed_dead else self._settings.drain_timeout
+
+    def tick(self, now: float) -> None:
+        """The session's timers at ``now`` (the supervisor calls this every tick)."""
+        self._now = now
+        if self.closing is not None:
+            if self.close_deadline is None:
+                self.close_deadline = now + self._grace(self.closing)
+            elif now >= self.close_deadline:
+                self.request(Abort())
+            return
+        self._dialogue.tick(now)
+
+    def deliver(self, publication: Publication, frame: str) -> bool:
+        """A room's message (``frame`` is its encoded ``message``); True when the outbox
+        changed (a frame queued, or a close begun), so that the driver writes.
+
+        Each ``seq`` reaches the client at most once, after its room's replay;
+        a message of a new run of the room comes after a fresh ``joined``.
+        """
+        verdict = self._members.place(publication, frame)
+        if verdict is Verdict.SEND:
+            self.queue(publication.text if self._dialogue.plain else frame)
+            return True
+        if verdict is Verdict.NEW_RUN:
+            self._dialogue.new_run(publication, frame)
+            return True
+        if verdict is Verdict.OVERFLOW:
+            self.overflowed()
+            return True
+        return False
+
+    def restarted(self, run: RunStarted) -> bool:
+        """A room began a new run of its ``seq``; True if the client was told (``joined``)."""
+        return self._dialogue.restarted(run)
+
+    def notify(self, frame: str) -> bool:
+        """An event frame (``presence``) for JSON sessions; True when the outbox changed."""
+        if self._dialogue.plain:
+            return False
+        self.queue(frame)
+        return True
+
+    def queue(self, frame: str) -> None:
+        """Queue one frame for the client; a full outbox closes the session 1013.
+
+        Nothing is queued once the session is closing (the lifecycle table says so).
+        """
+        if ALLOWED[self.session.state].sends and not self.outbox.put_nowait(frame):
+            self.overflowed()
+
+    def overflowed(self) -> None:
+        """More is waiting than ``CHAT_SEND_QUEUE``: the client cannot keep up."""
+        self.close(SlowConsumer(retry_after_ms=retry_after_ms()))
+
+    def count_rate_limited(self) -> None:
+        """A client frame was dropped for going over the rate."""
+        self._totals.rate_limited += 1
+
+    def sent(self, frames: int) -> None:
+        """``frames`` of the outbox reached the socket."""
+        self.session.messages_out += frames
+        self._totals.messages_out += frames
+
+    # -- answers to requests -------------------------------------------------------
+
+    def published(self, request: Publish, publication: Publication) -> None:
+        """``request`` was published (or was a retry) as ``publication``: the ``ack``."""
+        self._dialogue.acknowledge(request, publication)
+
+    def entered(
+        self, request: Subscribe, recovery: Recovery, first: bool, users: list[str]
+    ) -> None:
+        """The join of ``request.room`` is done: ``joined``, the replay, then what waited."""
+        self._dialogue.entered(request, recovery, first, users)
+
+    def listed(self, request: ListMembers, users: list[str]) -> None:
+        """The answer to a ``join`` of a room the session is in already."""
+        self._dialogue.listed(request, users)
+
+    def abandoned(self, request: Subscribe) -> None:
+        """The join was cut short (the session is closing): the room is not joined."""
+        self._members.abandon(request.room)
+
+    def failed(self, request: Publish | Subscribe | ListMembers, error: Exception) -> None:
+        """The broker could not do ``request`` (:class:`~chat.brokers.BrokerUnavailable`)."""
+        if isinstance(request, Subscribe):
+            self._members.abandon(request.room)
+        if self._dialogue.plain or (isinstance(request, Subscribe) and request.from_url):
+            self.close(BrokerDown(retry_after_ms=retry_after_ms()))
+            return
+        self.queue(error_frame(unavailable(request, error)))
+
+
+def unavailable(request: Publish | Subscribe | ListMembers, error: Exception) -> FrameError:
+    """The ``error`` ``unavailable`` for a request the broker could not do."""
+    frame_id = request.draft.id if isinstance(request, Publish) else request.frame_id
+    uncertain = bool(getattr(error, "uncertain", False))
+    detail = UNCERTAIN_DETAIL if uncertain else UNAVAILABLE_DETAIL
+    return FrameError(ErrorCode.UNAVAILABLE, detail, frame_id)
+
+
+#: The ``detail`` of ``error`` ``unavailable`` when nothing was done.
+UNAVAILABLE_DETAIL = "the broker is unavailable, nothing was done: try again"
+#: ... and when the broker did not answer in time (a ``send`` may still be published, once).
+UNCERTAIN_DETAIL = (
+    "the broker did not answer in time: a send may still be published;"
+    " retry with the same id to get its ack"
+)
+
+
+def _too_big(text: str, limit: int) -> bool:
+    """True when ``text`` is longer than ``limit`` bytes in UTF-8 (encoding only when it may be)."""
+    length = len(text)
+    if length > limit:
+        return True
+    if length * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
