@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from chat.brokers import Broker, BrokerUnavailable
+from chat.brokers import BrokerUnavailable, Bus, History, PresenceStore
 from chat.clock import Clock
 from chat.core import SessionCore
 from chat.envelope import Publication, RunStarted
@@ -48,6 +48,10 @@ from chat.transport import CONNECTION_LOST, Disconnect, Handshake, Transport
 log = logging.getLogger("chat.session")
 
 
+class SessionBroker(Bus, History, PresenceStore, Protocol):
+    """What a session needs of the broker: publishing, rooms' history, presence."""
+
+
 class Host(Protocol):
     """What a session's driver needs of its node (:class:`chat.node.Node` is one)."""
 
@@ -58,7 +62,7 @@ class Host(Protocol):
     def rooms(self) -> Rooms: ...
 
     @property
-    def broker(self) -> Broker: ...
+    def broker(self) -> SessionBroker: ...
 
     @property
     def flusher(self) -> Flusher: ...

@@ -92,6 +92,11 @@ class HistoryStore:
         found = self._rooms.get(room)
         return 0 if found is None else found.seq
 
+    def latest_run(self, room: str) -> tuple[str, int] | None:
+        """The room's ``(epoch, seq)``, or None if it has no run; changes nothing."""
+        found = self._rooms.get(room)
+        return None if found is None else (found.epoch, found.seq)
+
     def recover(
         self, room: str, since: int | None, now: float, epoch: str | None = None
     ) -> Recovery:

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import anyio
 
-from chat.brokers import Broker, BrokerUnavailable, Publication
+from chat.brokers import BrokerUnavailable, Bus, PresenceStore, Publication
 from chat.envelope import PresenceChange, RunStarted, encode_message
 from chat.protocol import Presence, encode
 
@@ -64,6 +64,10 @@ class Member(Protocol):
         ...
 
 
+class RoomBroker(Bus, PresenceStore, Protocol):
+    """What the rooms need of a broker: subscriptions and presence."""
+
+
 class _Room:
     __slots__ = ("members", "present", "ready", "subscribed", "told_all", "told_any")
 
@@ -89,7 +93,7 @@ class Rooms:
     has stopped.
     """
 
-    def __init__(self, broker: Broker, spawn: Spawn) -> None:
+    def __init__(self, broker: RoomBroker, spawn: Spawn) -> None:
         self._broker = broker
         self._spawn = spawn
         self._rooms: dict[str, _Room] = {}
@@ -99,7 +103,7 @@ class Rooms:
     async def join(self, room: str, member: Member) -> None:
         """Deliver ``room`` to ``member`` from now on; returns once this process is subscribed.
 
-        Raises what :meth:`Broker.subscribe` raises, with nothing joined.
+        Raises what :meth:`Bus.subscribe` raises, with nothing joined.
         """
         while True:
             pending = self._unsubscribing.get(room)

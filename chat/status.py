@@ -181,7 +181,8 @@ async def rooms(node: NodeDep, room: str | None = None) -> dict[str, list[dict[s
         latest: int | None = None
         users: list[str] | None = None
         with suppress(BrokerUnavailable):  # the room's shared state needs the broker
-            latest = (await node.broker.recover(name, None)).latest
+            run = await node.broker.latest(name)
+            latest = 0 if run is None else run[1]
             users = await node.broker.presence_users(name)
         found.append({"room": name, "members": members, "users": users, "seq": latest})
     return {"rooms": found}

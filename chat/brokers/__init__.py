@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chat.brokers.base import Broker, BrokerUnavailable, Deliver
+from chat.brokers.base import (
+    Broker,
+    BrokerUnavailable,
+    Bus,
+    Claims,
+    ClusterView,
+    Deliver,
+    History,
+    PresenceStore,
+)
 from chat.envelope import Draft, Publication, Recovery
 
 if TYPE_CHECKING:
@@ -50,8 +59,13 @@ def open_broker(settings: Settings, clock: Clock) -> Broker:
 __all__ = [
     "Broker",
     "BrokerUnavailable",
+    "Bus",
+    "Claims",
+    "ClusterView",
     "Deliver",
     "Draft",
+    "History",
+    "PresenceStore",
     "Publication",
     "Recovery",
     "open_broker",

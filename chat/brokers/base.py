@@ -37,11 +37,8 @@ class BrokerUnavailable(Exception):
         self.uncertain = uncertain
 
 
-class Broker(Protocol):
-    """The state the processes sharing rooms have in common, and the bus between them.
-
-    It knows nothing of sessions: it counts users per room, sessions per user
-    and publications per room, and moves publications and presence changes.
+class Bus(Protocol):
+    """Publications between the processes sharing rooms.
 
     Guarantees: :meth:`publish` assigns the room's next ``seq`` (rising by
     exactly 1 per message, in publish order), keeps it in the room's history
@@ -54,24 +51,10 @@ class Broker(Protocol):
     receives it through its ``deliver`` callback exactly once, in ``seq``
     order; the first publication of a new run of the room comes after a
     :class:`~chat.envelope.RunStarted` for it. Delivery to a node that is not
-    subscribed is not promised (at most once): :meth:`recover` fills such gaps
-    from the history. Every method may raise :class:`BrokerUnavailable`,
-    within about a second, never later.
+    subscribed is not promised (at most once): :meth:`History.recover` fills
+    such gaps from the history. Every method may raise
+    :class:`BrokerUnavailable`, within about a second, never later.
     """
-
-    @property
-    def url(self) -> str:
-        """The broker URL with any credentials masked."""
-        ...
-
-    @property
-    def healthy(self) -> bool:
-        """True while publishing and delivery work end to end."""
-        ...
-
-    def statistics(self) -> dict[str, Any]:
-        """Extra health fields for ``/status`` ``broker`` (reconnects, last error, ...)."""
-        ...
 
     async def run(
         self, deliver: Deliver, sessions: SessionCount, *, task_status: TaskStatus[None]
@@ -96,15 +79,28 @@ class Broker(Protocol):
         """Stop delivering ``room`` to this node (called when its last local member leaves)."""
         ...
 
-    async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
-        """The room's latest ``seq`` and ``epoch``, and with ``since`` the kept messages
-        after it (complete only if ``epoch``, when given, is still the room's).
 
-        Called after :meth:`subscribe`, so that together with live delivery
+class History(Protocol):
+    """Each room's run, latest ``seq`` and recent messages."""
+
+    async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
+        """The room's latest ``seq`` and ``epoch`` (a room without a run starts one),
+        and with ``since`` the kept messages after it (complete only if ``epoch``,
+        when given, is still the room's).
+
+        Called after :meth:`Bus.subscribe`, so that together with live delivery
         nothing published in between is lost (the caller drops duplicates by
-        ``seq``).
+        ``seq``). It also tells this node where its members start in the room.
         """
         ...
+
+    async def latest(self, room: str) -> tuple[str, int] | None:
+        """The room's ``(epoch, seq)``, or None if it has no run; changes nothing."""
+        ...
+
+
+class PresenceStore(Protocol):
+    """Who is in each room, counted per user over every process."""
 
     async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
         """Count one more session of ``user`` in ``room``.
@@ -125,6 +121,10 @@ class Broker(Protocol):
         """Deliver ``change`` to every node subscribed to its room."""
         ...
 
+
+class Claims(Protocol):
+    """Sessions per user over every process, for the per-user cap."""
+
     async def claim_session(self, user: str, cap: int) -> bool:
         """Count one more session of ``user`` unless it has ``cap`` already (0: no cap)."""
         ...
@@ -133,6 +133,34 @@ class Broker(Protocol):
         """Count one session of ``user`` less."""
         ...
 
+
+class ClusterView(Protocol):
+    """The broker's health and the processes sharing it, for status."""
+
+    @property
+    def url(self) -> str:
+        """The broker URL with any credentials masked."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """True while publishing and delivery work end to end."""
+        ...
+
+    def statistics(self) -> dict[str, Any]:
+        """Extra health fields for ``/status`` ``broker`` (reconnects, last error, ...)."""
+        ...
+
     async def nodes(self) -> list[NodeInfo] | None:
         """The live nodes sharing this broker, or None when there is only this process."""
         ...
+
+
+class Broker(Bus, History, PresenceStore, Claims, ClusterView, Protocol):
+    """The state the processes sharing rooms have in common, and the bus between them:
+    what :func:`chat.brokers.open_broker` gives. Each part of chat takes the concerns it
+    uses (the rooms a :class:`Bus` and :class:`PresenceStore`, status a :class:`ClusterView`).
+
+    It knows nothing of sessions: it counts users per room, sessions per user
+    and publications per room, and moves publications and presence changes.
+    """

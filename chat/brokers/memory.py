@@ -92,6 +92,9 @@ class InMemoryBroker:
     async def recover(self, room: str, since: int | None, epoch: str | None = None) -> Recovery:
         return self.store.recover(room, since, self._clock.now(), epoch)
 
+    async def latest(self, room: str) -> tuple[str, int] | None:
+        return self.store.latest_run(room)
+
     async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
         return self._roster.add(room, user), self._roster.users(room)
 

@@ -467,3 +467,14 @@ async def test_a_node_reaped_while_alive_announces_its_users_again(
         await eventually(lambda: len(a.changes()) == 2, seconds=5)
         assert [(c.event, c.user) for c in a.changes()] == [("leave", "bob"), ("join", "bob")]
         assert await a.broker.presence_users("room") == ["bob"]
+
+
+async def test_latest_reads_a_rooms_run_without_starting_one(
+    make: Callable[[str], Running],
+) -> None:
+    async with running(make("a")) as r:
+        assert await r.broker.latest("quiet") is None
+        assert await r.broker.latest("quiet") is None  # asking did not start a run
+        first = await r.publish("quiet", "x")
+        await r.publish("quiet", "y")
+        assert await r.broker.latest("quiet") == (first.epoch, 2)

@@ -1,0 +1,301 @@
+"""The subscription: every local room's messages from Redis to this node, in order, once.
+
+One pub/sub connection per process carries every local room, subscribed once
+per room (the rooms layer counts members), and this node's canary. Health is
+judged end to end: every second the node publishes a canary to itself, and it
+is unhealthy when the canary stops coming back within :data:`CANARY_DEADLINE`,
+which also catches a subscription that went deaf silently.
+
+The subscriber runs in a loop that cannot die: it reconnects with capped,
+jittered backoff (reset once a canary came back), resubscribes every local
+room, has this node's share of presence and sessions re-asserted, and fills
+each room's gap from its stream while holding that room's live messages (and
+presence changes) back. Where a publication stands is the one rule of
+:class:`chat.ordering.Cursor`; a new run of a room is announced
+(:class:`~chat.envelope.RunStarted`) before its first message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+import anyio
+import orjson
+from anyio.abc import TaskGroup
+from redis.asyncio.client import PubSub
+
+from chat.brokers.base import BrokerUnavailable, Deliver
+from chat.brokers.redis import keys
+from chat.brokers.redis.link import COMMAND_TIMEOUT, Link
+from chat.brokers.redis.streams import Streams, parse_publication
+from chat.clock import Clock
+from chat.envelope import PresenceChange, Publication, RunStarted
+from chat.ordering import Cursor, Place
+
+log = logging.getLogger("chat.broker")
+
+#: Seconds between canaries, and without one before the broker is unhealthy.
+CANARY_INTERVAL = 1.0
+CANARY_DEADLINE = 3.0
+#: Reconnect backoff: doubled from the first to the cap, jittered, reset on success.
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 5.0
+#: Rooms whose gaps are filled at once after a reconnect.
+FILL_CONCURRENCY = 16
+
+
+class Feed:
+    """The subscription of one node; :meth:`run` it in the broker's task group."""
+
+    def __init__(
+        self,
+        link: Link,
+        streams: Streams,
+        clock: Clock,
+        node_id: str,
+        *,
+        users: Callable[[str], Awaitable[list[str]]],
+        on_ready: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._link = link
+        self._streams = streams
+        self._clock = clock
+        self._users = users
+        self._on_ready = on_ready
+        self._canary = keys.canary(node_id)
+        self.deliver: Deliver | None = None
+        #: Rooms this node wants delivered (subscribed, or to resubscribe).
+        self.rooms: set[str] = set()
+        #: Where this node is in each room's stream (what it handed to ``deliver``).
+        self._cursors: dict[str, Cursor] = {}
+        #: Rooms being filled from their streams: what arrives meanwhile, in order.
+        self._filling: dict[str, list[Publication | PresenceChange]] = {}
+        self._fill_slots = anyio.Semaphore(FILL_CONCURRENCY)
+        self._confirmations: dict[str, anyio.Event] = {}
+        self._pubsub: PubSub | None = None
+        self._group: TaskGroup | None = None
+        self.subscribed = False
+        self._canary_seen: float | None = None
+        self._canary_heard = False
+        self.canary_lag_ms: float | None = None
+        self.reconnects = 0
+
+    @property
+    def healthy(self) -> bool:
+        """Subscribed, and this node's canary came back within the deadline."""
+        seen = self._canary_seen
+        return self.subscribed and seen is not None and self._clock.now() - seen < CANARY_DEADLINE
+
+    def restart(self, why: str) -> None:
+        """Rebuild the subscription (Redis restarted, or it went deaf)."""
+        self.subscribed = False
+        self._link.last_error = why
+        self._link.trouble.set()
+
+    # -- running ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep one subscription carrying every local room, whatever happens."""
+        backoff = BACKOFF_FIRST
+        async with anyio.create_task_group() as group:
+            self._group = group
+            while True:
+                self._canary_heard = False
+                try:
+                    await self._serve()
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except Exception as error:
+                    if self.subscribed:
+                        log.warning(
+                            "redis subscription lost (%s); reconnecting", type(error).__name__
+                        )
+                    self._link.last_error = type(error).__name__
+                if self._canary_heard:  # it had really worked: start the backoff over
+                    backoff = BACKOFF_FIRST
+                self.subscribed = False
+                self.reconnects += 1
+                await self.close()
+                await self._clock.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, BACKOFF_CAP)
+
+    async def _serve(self) -> None:
+        self._link.trouble = anyio.Event()
+        self._streams.run = await self._link.run_id()
+        pubsub = self._pubsub = self._link.listener.pubsub()
+        channels = [self._canary, *(keys.channel(room) for room in self.rooms)]
+        with anyio.fail_after(COMMAND_TIMEOUT * 4):
+            await pubsub.subscribe(*channels)
+            pending = set(channels)
+            while pending:
+                message = await pubsub.get_message(timeout=COMMAND_TIMEOUT)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    pending.discard(message["channel"])
+                else:
+                    self._on_message(message)
+        self.subscribed = True
+        self._canary_seen = self._clock.now()
+        log.info("redis subscription ready: %d rooms", len(self.rooms))
+        await self._on_ready()
+        for room in list(self.rooms):
+            self._start_fill(room)
+        while not self._link.trouble.is_set():
+            message = await pubsub.get_message(timeout=COMMAND_TIMEOUT)
+            if message is not None:
+                self._on_message(message)
+        raise ConnectionError("reconnect requested")
+
+    async def close(self) -> None:
+        """Close the subscription's connection as it can (a dead one included)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(COMMAND_TIMEOUT),
+                suppress(Exception),
+            ):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def beat_canary(self) -> None:
+        """Publish the canary; rebuild a subscription that no longer hears it."""
+        await self._link.call(self._link.commands.publish(self._canary, str(self._clock.now())))
+        seen = self._canary_seen
+        if self.subscribed and (seen is None or self._clock.now() - seen > CANARY_DEADLINE):
+            # Commands work but the subscription hears nothing.
+            self.restart("canary lost")
+
+    # -- rooms -----------------------------------------------------------------------
+
+    async def subscribe(self, room: str) -> None:
+        """Deliver ``room`` from now on; returns once Redis confirmed the subscription."""
+        pubsub = self._pubsub
+        if not self.healthy or pubsub is None:
+            raise BrokerUnavailable("broker unhealthy")
+        channel = keys.channel(room)
+        confirmed = self._confirmations[channel] = anyio.Event()
+        self.rooms.add(room)
+        try:
+            await self._link.call(pubsub.subscribe(channel))
+            with anyio.fail_after(COMMAND_TIMEOUT * 2):
+                await confirmed.wait()
+        except BaseException as error:
+            self.rooms.discard(room)
+            self._confirmations.pop(channel, None)
+            if isinstance(error, BrokerUnavailable | TimeoutError):
+                self._link.trouble.set()
+                raise BrokerUnavailable("subscribe failed") from None
+            raise
+
+    async def unsubscribe(self, room: str) -> None:
+        self.rooms.discard(room)
+        self._cursors.pop(room, None)
+        pubsub = self._pubsub
+        if pubsub is not None and self.subscribed:
+            await self._link.call(pubsub.unsubscribe(keys.channel(room)))
+
+    def follow(self, room: str, epoch: str, seq: int) -> None:
+        """The first local member's view of ``room``: later gaps are filled from here."""
+        if room in self.rooms and room not in self._cursors:
+            self._cursors[room] = Cursor(epoch, seq)
+
+    # -- what arrives ----------------------------------------------------------------
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "subscribe":
+            confirmed = self._confirmations.pop(channel, None)
+            if confirmed is not None:
+                confirmed.set()
+            return
+        if kind != "message":
+            return
+        if channel == self._canary:
+            now = self._clock.now()
+            self._canary_seen = now
+            self._canary_heard = True
+            with suppress(ValueError):
+                self.canary_lag_ms = round((now - float(message["data"])) * 1000, 1)
+            return
+        try:
+            data = orjson.loads(message["data"])
+            if data.get("k") == "p":
+                item: Publication | PresenceChange = PresenceChange(
+                    data["room"], data["event"], data["user"], data["origin"]
+                )
+            else:
+                item = parse_publication(data)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignoring a malformed message on %s", channel)
+            return
+        self._hand_over(item)
+
+    def _hand_over(self, item: Publication | PresenceChange) -> None:
+        """Deliver ``item`` once, in order; a gap or a new run is filled from the stream first."""
+        room = item.room
+        if room not in self.rooms:
+            return
+        held = self._filling.get(room)
+        if held is not None:
+            held.append(item)  # after the fill, in arrival order
+            return
+        cursor = self._cursors.get(room)
+        if isinstance(item, Publication) and cursor is not None:
+            place = cursor.place(item)
+            if place is Place.SEEN:
+                return
+            if place is not Place.NEXT:
+                # Missed messages (a deaf spell), or a new run begun meanwhile.
+                self._start_fill(room)
+                self._filling[room].append(item)
+                return
+        self._deliver(item)
+
+    def _deliver(self, item: Publication | PresenceChange | RunStarted) -> None:
+        if isinstance(item, Publication):
+            cursor = self._cursors.get(item.room)
+            if cursor is None:
+                self._cursors[item.room] = cursor = Cursor(item.epoch, item.seq - 1)
+            place = cursor.place(item)
+            if place is Place.SEEN or place is Place.OTHER_RUN:
+                # Delivered already, or of a run the fill has not announced (the
+                # fill delivers from its stream what this one would have been).
+                return
+            cursor.advance(item)
+        if self.deliver is not None:
+            self.deliver(item)
+
+    def _start_fill(self, room: str) -> None:
+        if room in self._filling or room not in self._cursors or self._group is None:
+            return
+        self._filling[room] = []
+        self._group.start_soon(self._fill, room)
+
+    async def _fill(self, room: str) -> None:
+        """Deliver what the stream has after what this node last delivered, then what waited.
+
+        Whatever is kept is delivered, even when the history no longer covers
+        the whole gap (clients see the gap in ``seq`` and recover themselves).
+        """
+        try:
+            async with self._fill_slots:
+                cursor = self._cursors[room]
+                _, current, kept = await self._streams.kept_after(room, cursor.seq)
+                if current != cursor.epoch:
+                    latest, current, kept = await self._streams.kept_after(room, 0)
+                    users = await self._users(room)
+                    start = kept[0].seq - 1 if kept else latest
+                    cursor.restart(current, start)
+                    self._deliver(RunStarted(room, current, start, tuple(users)))
+                for publication in kept:
+                    self._deliver(publication)
+        except (BrokerUnavailable, KeyError):
+            pass  # what waited still goes out; the next reconnect fills again
+        finally:
+            for item in self._filling.pop(room, []):
+                self._deliver(item)

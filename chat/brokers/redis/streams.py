@@ -1,0 +1,127 @@
+"""Rooms' sequences and histories in Redis: publishing, recovering, reading the latest ``seq``.
+
+Publishing is one Lua script (``scripts/publish.lua``): the retry check, the
+room's next ``seq``, the stream entry, the ``PUBLISH`` and the sent-id record.
+A room's ``epoch`` is its stored run name plus the Redis server's ``run_id``:
+a Redis that restarted (empty, or from an older snapshot) starts new runs, so
+no ``seq`` is ever reused under the same epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from chat.brokers.redis import keys
+from chat.brokers.redis.link import Link
+from chat.envelope import Draft, Publication, Recovery, new_epoch, recovery
+from chat.idempotency import IDS_PER_USER, text_digest
+
+#: How long a room's ``seq`` and history live without a publish, at least.
+MIN_ROOM_TTL = 60.0
+
+
+class Streams:
+    """The rooms' ``seq``, ``epoch`` and history in Redis."""
+
+    def __init__(
+        self, link: Link, *, history_size: int, history_ttl: float, send_id_window: float
+    ) -> None:
+        self._link = link
+        self._history_size = history_size if history_ttl else 0
+        self._history_ttl = history_ttl
+        self.room_ttl_ms = int(max(history_ttl, MIN_ROOM_TTL) * 1000)
+        self._send_id_window_ms = int(send_id_window * 1000)
+        #: The Redis server's run, part of every epoch (set on each subscription).
+        self.run = ""
+
+    async def publish(self, draft: Draft) -> Publication:
+        """Publish ``draft`` (a retry of a sent id comes back ``duplicate``)."""
+        fields = {
+            "room": draft.room,
+            "user": draft.user,
+            "text": draft.text,
+            "id": draft.id,
+            "ts": draft.ts,
+        }
+        remembered = draft.id is not None and self._send_id_window_ms > 0
+        seq, epoch, duplicate = await self._link.call(
+            self._link.scripts["publish"](
+                keys=[
+                    keys.meta(draft.room),
+                    keys.log(draft.room),
+                    keys.sent(draft.user),
+                    keys.sent_order(draft.user),
+                ],
+                args=[
+                    orjson.dumps(fields).decode()[1:],
+                    new_epoch(),
+                    self._history_size,
+                    self.room_ttl_ms,
+                    keys.channel(draft.room),
+                    self.run,
+                    # The id as a field: the room first (no room holds SEP), then the id.
+                    f"{draft.room}{keys.SEP}{orjson.dumps(draft.id).decode()}"
+                    if remembered
+                    else "",
+                    text_digest(draft.text) if remembered else "",
+                    self._send_id_window_ms,
+                    IDS_PER_USER,
+                ],
+            ),
+            uncertain=True,
+        )
+        return draft.published(int(seq), str(epoch), duplicate=bool(duplicate))
+
+    async def recover(self, room: str, since: int | None, epoch: str | None) -> Recovery:
+        """The room's latest ``seq`` and ``epoch`` (starting a run if it has none), and
+        with ``since`` the kept messages after it."""
+        latest, current, kept = await self.kept_after(room, since)
+        return recovery(latest, current, since, epoch, lambda: kept)
+
+    async def latest(self, room: str) -> tuple[str, int] | None:
+        """The room's ``(epoch, seq)``, or None if it has no run; changes nothing."""
+        stored, seq = await self._link.call(
+            self._link.commands.hmget(keys.meta(room), "epoch", "seq")
+        )
+        if stored is None:
+            return None
+        return f"{stored!s}.{self.run}", int(seq or 0)
+
+    async def kept_after(self, room: str, since: int | None) -> tuple[int, str, list[Publication]]:
+        """The room's latest seq and epoch, and its kept messages after ``since``, in order."""
+        seq, current, now_ms, entries = await self._link.call(
+            self._link.scripts["recover"](
+                keys=[keys.meta(room), keys.log(room)],
+                args=[new_epoch(), self.room_ttl_ms, "" if since is None else since, self.run],
+            )
+        )
+        current = str(current)
+        # Redis time decides what is too old: no node's clock skews it.
+        horizon_ms = int(now_ms) - self._history_ttl * 1000
+        kept: list[Publication] = []
+        for entry_id, raw in reversed(list(zip(entries[::2], entries[1::2], strict=True))):
+            publication = parse_publication(orjson.loads(raw))
+            fresh = int(str(entry_id).partition("-")[0]) > horizon_ms
+            if (
+                fresh
+                and publication.epoch == current
+                and since is not None
+                and publication.seq > since
+            ):
+                kept.append(publication)
+        return int(seq), current, kept
+
+
+def parse_publication(data: dict[str, Any]) -> Publication:
+    """A publication from its JSON on the bus; raises ``KeyError``/``ValueError`` if malformed."""
+    return Publication(
+        room=data["room"],
+        seq=int(data["seq"]),
+        user=data["user"],
+        text=data["text"],
+        id=data.get("id"),
+        ts=float(data["ts"]),
+        epoch=data["epoch"],
+    )
