@@ -240,14 +240,11 @@ class SessionCore:
         """
         verdict = self._members.place(publication, frame)
         if verdict is Verdict.SEND:
-            self.queue(publication.text if self._dialogue.plain else frame)
-            return True
+            return self.queue(publication.text if self._dialogue.plain else frame)
         if verdict is Verdict.NEW_RUN:
-            self._dialogue.new_run(publication, frame)
-            return True
+            return self._dialogue.new_run(publication, frame)
         if verdict is Verdict.OVERFLOW:
-            self.overflowed()
-            return True
+            return self.overflowed()
         return False
 
     def restarted(self, run: RunStarted) -> bool:
@@ -256,22 +253,28 @@ class SessionCore:
 
     def notify(self, frame: str) -> bool:
         """An event frame (``presence``) for JSON sessions; True when the outbox changed."""
-        if self._dialogue.plain:
-            return False
-        self.queue(frame)
-        return True
+        return not self._dialogue.plain and self.queue(frame)
 
-    def queue(self, frame: str) -> None:
+    def queue(self, frame: str) -> bool:
         """Queue one frame for the client; a full outbox closes the session 1013.
 
-        Nothing is queued once the session is closing (the lifecycle table says so).
+        Nothing is queued once the session is closing (the lifecycle table
+        says so). True when the outbox changed: the frame queued, or the close begun.
         """
-        if ALLOWED[self.session.state].sends and not self.outbox.put_nowait(frame):
-            self.overflowed()
+        if not ALLOWED[self.session.state].sends:
+            return False
+        if self.outbox.put_nowait(frame):
+            return True
+        return self.overflowed()
 
-    def overflowed(self) -> None:
-        """More is waiting than ``CHAT_SEND_QUEUE``: the client cannot keep up."""
+    def overflowed(self) -> bool:
+        """More is waiting than ``CHAT_SEND_QUEUE``: the client cannot keep up.
+
+        True when that began a close (false if the session was closing already).
+        """
+        closing = self.closing
         self.close(SlowConsumer(retry_after_ms=retry_after_ms()))
+        return self.closing is not closing
 
     def count_rate_limited(self) -> None:
         """A client frame was dropped for going over the rate."""

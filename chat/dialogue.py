@@ -317,25 +317,30 @@ class Dialogue:
         self._joined(request.room, cursor.seq, cursor.epoch, recovered, users)
 
     def restarted(self, run: RunStarted) -> bool:
-        """A new run of a joined room: a fresh ``joined``; False if told already."""
+        """A new run of a joined room: a fresh ``joined``; True when the client was told."""
         if not self._core.members.restart(run.room, run.epoch, run.seq):
             return False
-        self._joined(run.room, run.seq, run.epoch, False, list(run.users))
-        return True
+        return self._joined(run.room, run.seq, run.epoch, False, list(run.users))
 
-    def new_run(self, publication: Publication, frame: str) -> None:
-        """A message of a new run that came without its notice: the notice, then it."""
+    def new_run(self, publication: Publication, frame: str) -> bool:
+        """A message of a new run that came without its notice: the notice, then it.
+
+        True when the outbox changed.
+        """
         room = publication.room
         seq = publication.seq - 1
-        if self._core.members.restart(room, publication.epoch, seq):
-            self._joined(room, seq, publication.epoch, False, self._members_of(room))
-            self._core.deliver(publication, frame)
+        if not self._core.members.restart(room, publication.epoch, seq):
+            return False
+        told = self._joined(room, seq, publication.epoch, False, self._members_of(room))
+        return self._core.deliver(publication, frame) or told
 
-    def _joined(self, room: str, seq: int, epoch: str, recovered: bool, users: list[str]) -> None:
-        if not self.plain:
-            members = tuple(MemberInfo(user) for user in users)
-            joined = Joined(room=room, seq=seq, epoch=epoch, recovered=recovered, members=members)
-            self._core.queue(encode(joined))
+    def _joined(self, room: str, seq: int, epoch: str, recovered: bool, users: list[str]) -> bool:
+        """Queue ``joined`` (JSON sessions); True when it was queued."""
+        if self.plain:
+            return False
+        members = tuple(MemberInfo(user) for user in users)
+        joined = Joined(room=room, seq=seq, epoch=epoch, recovered=recovered, members=members)
+        return self._core.queue(encode(joined))
 
 
 _TIMER_CLOSES: dict[Due, type[SessionClosed]] = {
