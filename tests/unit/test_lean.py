@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from chat.lean import AppQueue, LazyEvent
+from chat.hypercorn_hooks.lean import AppQueue, LazyEvent
 from tests.clock import settle
 
 pytestmark = pytest.mark.anyio
