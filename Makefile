@@ -32,9 +32,10 @@ run: $(RUN_STAMP)  ## serve on 127.0.0.1:8000 with the recommended Hypercorn set
 test: $(DEV_STAMP)  ## the whole test suite (unit and end-to-end)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(DEV_STAMP)
+lint: $(DEV_STAMP)  ## ruff, and the layers and no-cycle contracts of pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format .

@@ -6,7 +6,7 @@ core's requests (publish, join, list members, leave, announce, abort) in
 order, before it reads the next frame, and reports each outcome back.
 
 Everything for the client goes through the core's outbox, and one owner
-writes it: the node's :class:`~chat.sendqueue.Flusher`, which writes each
+writes it: the node's :class:`~chat.flusher.Flusher`, which writes each
 session's outbox straight to a socket that takes it, and otherwise starts the
 session's writer task (in the node's task group), which waits for the
 backed-up socket, and sends the close frame once the core is closing and the
@@ -29,6 +29,7 @@ from chat.clock import Clock
 from chat.core import SessionCore
 from chat.envelope import Publication, RunStarted
 from chat.errors import CloseCode, InternalError, SessionClosed
+from chat.flusher import Flusher
 from chat.protocol import Subprotocol
 from chat.registry import Registry
 from chat.requests import (
@@ -41,7 +42,6 @@ from chat.requests import (
     Unsubscribe,
 )
 from chat.rooms import Rooms
-from chat.sendqueue import Flusher
 from chat.session import Session
 from chat.transport import CONNECTION_LOST, Disconnect, Handshake, Transport
 

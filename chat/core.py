@@ -33,6 +33,7 @@ from chat.errors import (
     retry_after_ms,
 )
 from chat.membership import Membership, Verdict
+from chat.outbox import SendQueue
 from chat.protocol import error_frame
 from chat.requests import (
     Abort,
@@ -41,7 +42,6 @@ from chat.requests import (
     Request,
     Subscribe,
 )
-from chat.sendqueue import SendQueue
 from chat.session import ALLOWED, Session, SessionEvent, Totals, allowed
 from chat.settings import Settings
 from chat.transport import CONNECTION_LOST, Disconnect, Handshake

@@ -10,7 +10,7 @@ the broker becomes a request of its core. Times come in as arguments: ``now``
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chat.auth import Authenticator, Identity, TokenError
 from chat.envelope import Draft, PresenceChange, Publication, Recovery, RunStarted, encode_message
@@ -23,6 +23,8 @@ from chat.errors import (
     SessionClosed,
     TokenExpired,
 )
+from chat.membership import Membership
+from chat.outbox import SendQueue
 from chat.protocol import (
     PING,
     PONG,
@@ -48,19 +50,39 @@ from chat.protocol import (
     peek_id,
 )
 from chat.ratelimit import RateLimiter, Verdict
-from chat.requests import Announce, ListMembers, Publish, Subscribe, Unsubscribe
-from chat.session import Due
+from chat.requests import Announce, ListMembers, Publish, Request, Subscribe, Unsubscribe
+from chat.session import Due, Session
 from chat.settings import Settings
 from chat.transport import Endpoint, Handshake
-
-if TYPE_CHECKING:
-    from chat.core import SessionCore
 
 #: The ``detail`` of ``error`` ``rate_limited``.
 RATE_DETAIL = "over the message rate: slow down"
 
 #: How a session hears a client's text frame: ``(text, now, wall)``.
 Hear = Callable[[str, float, float], None]
+
+
+class Core(Protocol):
+    """What the dialogue uses of its session core (:class:`chat.core.SessionCore`)."""
+
+    @property
+    def session(self) -> Session: ...
+
+    @property
+    def members(self) -> Membership: ...
+
+    @property
+    def outbox(self) -> SendQueue: ...
+
+    def queue(self, frame: str) -> bool: ...
+
+    def deliver(self, publication: Publication, frame: str) -> bool: ...
+
+    def request(self, request: Request) -> None: ...
+
+    def close(self, error: SessionClosed, now: float | None = None) -> None: ...
+
+    def count_rate_limited(self) -> None: ...
 
 
 class Dialogue:
@@ -79,7 +101,7 @@ class Dialogue:
 
     def __init__(
         self,
-        core: SessionCore,
+        core: Core,
         settings: Settings,
         auth: Authenticator,
         identity: Identity | None,

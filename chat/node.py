@@ -21,10 +21,10 @@ from chat.clock import Clock, MonotonicClock, wait_within
 from chat.connection import Connection
 from chat.core import SessionCore
 from chat.errors import Rejection, Shutdown, retry_after_ms
+from chat.flusher import Flusher
 from chat.protocol import MAX_EPOCH_LENGTH, Subprotocol
 from chat.registry import Registry
 from chat.rooms import Rooms
-from chat.sendqueue import Flusher
 from chat.session import Session, Timers
 from chat.settings import NAME_PATTERN, Settings
 from chat.supervisor import Supervisor

@@ -18,18 +18,21 @@ from __future__ import annotations
 import asyncio
 from contextlib import suppress
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from hypercorn.asyncio.tcp_server import TCPServer
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionState
 
-if TYPE_CHECKING:
-    from chat.hypercorn_hooks.lean import AppQueue
-
 #: :meth:`ConnectionHandle.write_now` is not used while more than this waits
 #: unsent in the socket's buffer: the session's writer then waits for it to drain.
 WRITE_NOW_LIMIT = 64 * 1024
+
+
+class Input(Protocol):
+    """What Hypercorn has read for the app (:class:`chat.hypercorn_hooks.lean.AppQueue`)."""
+
+    def qsize(self) -> int: ...
 
 
 class ConnectionHandle:
@@ -48,7 +51,7 @@ class ConnectionHandle:
         #: wsproto's state machine for this connection, once the handshake began.
         self.wsproto: WsConnection | None = None
         #: What Hypercorn has read for the app and the app has not taken yet.
-        self.app_queue: AppQueue | None = None
+        self.app_queue: Input | None = None
 
     def writable_now(self) -> bool:
         """True when :meth:`write_now` may write: the socket is open and not backed up.

@@ -9,7 +9,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from chat.sendqueue import Flusher, SendQueue
+from chat.flusher import Flusher
+from chat.outbox import SendQueue
 
 
 def test_take_returns_every_queued_frame_in_order_and_empties_the_queue() -> None:
