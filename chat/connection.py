@@ -5,21 +5,19 @@ and hands each to its :class:`~chat.core.SessionCore`, then carries out the
 core's requests (publish, join, list members, leave, announce, abort) in
 order, before it reads the next frame, and reports each outcome back.
 
-Everything for the client goes through the core's outbox, and one owner
-writes it: the node's :class:`~chat.flusher.Flusher`, which writes each
-session's outbox straight to a socket that takes it, and otherwise starts the
-session's writer task (in the node's task group), which waits for the
-backed-up socket, and sends the close frame once the core is closing and the
-outbox is empty. The flusher runs once per turn of the event loop, and also
-when a reader has read all the frames that were waiting, so that a reply
-goes out in the turn that caused it. A peer that does not answer
-the close within ``CHAT_DRAIN_TIMEOUT`` is cut when the core asks for it.
+Everything for the client goes through the core's outbox, which the
+session's :class:`~chat.writer.Writer` writes, with the node's
+:class:`~chat.flusher.Flusher` as its one owner. The flusher runs once per
+turn of the event loop, and also when a reader has read all the frames that
+were waiting, so that a reply goes out in the turn that caused it. A peer
+that does not answer the close within ``CHAT_DRAIN_TIMEOUT`` is cut when the
+core asks for it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import anyio
@@ -30,7 +28,6 @@ from chat.core import SessionCore
 from chat.envelope import Publication, RunStarted
 from chat.errors import CloseCode, InternalError, SessionClosed
 from chat.flusher import Flusher
-from chat.protocol import Subprotocol
 from chat.registry import Registry
 from chat.requests import (
     Abort,
@@ -44,6 +41,7 @@ from chat.requests import (
 from chat.rooms import Rooms
 from chat.session import Session
 from chat.transport import CONNECTION_LOST, Disconnect, Handshake, Transport
+from chat.writer import Writer
 
 log = logging.getLogger("chat.session")
 
@@ -78,27 +76,14 @@ class Host(Protocol):
 class Connection:
     """Runs one session's I/O until it ends; see the module docstring."""
 
-    __slots__ = (
-        "_aborted",
-        "_flush_pending",
-        "_host",
-        "_scope",
-        "_writer_scope",
-        "_writing",
-        "core",
-        "transport",
-    )
+    __slots__ = ("_host", "_scope", "core", "transport", "writer")
 
     def __init__(self, core: SessionCore, transport: Transport, host: Host) -> None:
         self.core = core
         self.transport = transport
         self._host = host
-        self._aborted = False
-        #: The flusher will visit this session this turn.
-        self._flush_pending = False
-        #: A writer task runs: it sends everything queued, then ends.
-        self._writing = False
-        self._writer_scope: anyio.CancelScope | None = None
+        #: The session's write side (the node's flusher owns its writes).
+        self.writer = Writer(core, transport, host.flusher, host.spawn, self.abort)
         self._scope: anyio.CancelScope | None = None
 
     # -- what the registry and the rooms see ------------------------------------
@@ -121,39 +106,37 @@ class Connection:
 
     def deliver(self, publication: Publication, frame: str) -> None:
         """A room's message; never waits (see :meth:`SessionCore.deliver`)."""
-        if self.core.deliver(publication, frame) and not self._flush_pending:
-            self._schedule()
+        if self.core.deliver(publication, frame) and not self.writer.pending:
+            self.writer.schedule()
 
     def notify(self, frame: str) -> None:
         """An event frame for JSON sessions; never waits."""
         if self.core.notify(frame):
-            self._schedule()
+            self.writer.schedule()
 
     def restarted(self, run: RunStarted) -> None:
         """A room's new run; never waits."""
         if self.core.restarted(run):
-            self._schedule()
+            self.writer.schedule()
 
     def on_timer(self, now: float) -> None:
         """The session's timers at ``now`` (the supervisor calls this every tick)."""
         self.core.tick(now)
         self._carry_out_now()
-        self._schedule()
+        self.writer.schedule()
 
     def close(self, error: SessionClosed) -> None:
         """Start closing with ``error``'s code; idempotent, never waits."""
         self.core.close(error, self._host.clock.now())
-        self._schedule()
+        self.writer.schedule()
 
     def abort(self) -> None:
         """Cut the connection now (a peer that does not answer the close, a failure)."""
-        self._aborted = True
+        self.writer.stop()
         self.core.close(InternalError(), self._host.clock.now())
         self.transport.abort()
         if self._scope is not None:
             self._scope.cancel()
-        if self._writer_scope is not None:
-            self._writer_scope.cancel()
 
     # -- running -------------------------------------------------------------------
 
@@ -168,7 +151,7 @@ class Connection:
         try:
             self.core.accept(handshake, clock.now(), clock.time(), closing)
             await self._carry_out()
-            self._schedule()
+            self.writer.schedule()
             with anyio.CancelScope() as self._scope:
                 disconnect = await self._read_loop()
         finally:
@@ -187,8 +170,8 @@ class Connection:
             core.receive(item, clock.now(), clock.time())
             if core.has_requests:
                 await self._carry_out()
-            if not self._flush_pending:
-                self._schedule()
+            if not self.writer.pending:
+                self.writer.schedule()
             if not transport.pending():
                 # The burst is read: the flusher writes what it caused now, in this
                 # turn of the event loop, not the next (a fifth of echo's throughput).
@@ -217,11 +200,11 @@ class Connection:
         host, core = self._host, self.core
         try:
             if isinstance(request, Publish):
-                core.published(request, await host.broker.publish(request.draft))
+                core.replies.published(request, await host.broker.publish(request.draft))
             elif isinstance(request, Subscribe):
                 await self._subscribe(request)
             elif isinstance(request, ListMembers):
-                core.listed(request, await host.broker.presence_users(request.room))
+                core.replies.listed(request, await host.broker.presence_users(request.room))
             elif isinstance(request, Unsubscribe):
                 host.rooms.leave(request.room, self)
             elif isinstance(request, Announce):
@@ -230,7 +213,7 @@ class Connection:
                 self.abort()
         except BrokerUnavailable as error:
             assert isinstance(request, Publish | Subscribe | ListMembers)
-            core.failed(request, error)
+            core.replies.failed(request, error)
 
     async def _subscribe(self, request: Subscribe) -> None:
         """Join: subscribed first, so that nothing published meanwhile is lost; the
@@ -242,7 +225,7 @@ class Connection:
                 recovery = await host.broker.recover(room, request.since, request.epoch)
                 if core.closing is not None:
                     host.rooms.leave(room, self)
-                    core.abandoned(request)
+                    core.replies.abandoned(request)
                     return
                 first, users = await host.broker.presence_enter(room, self.user)
             except BaseException:
@@ -251,10 +234,10 @@ class Connection:
         except BrokerUnavailable:
             raise
         except BaseException:
-            core.abandoned(request)
+            core.replies.abandoned(request)
             raise
         host.rooms.enter(room, self, users)
-        core.entered(request, recovery, first, users)
+        core.replies.entered(request, recovery, first, users)
 
     async def _announce(self, request: Announce) -> None:
         try:
@@ -277,98 +260,4 @@ class Connection:
             session.close_reason,
             session.closed_by,
         )
-        if self._writer_scope is not None:
-            self._writer_scope.cancel()
-
-    # -- writing (the flusher is its one owner) -----------------------------------
-
-    def _schedule(self) -> None:
-        """Have the flusher visit this session this turn (it writes, or starts the writer)."""
-        if self._flush_pending or self._writing:
-            return
-        self._flush_pending = True
-        if not self._host.flusher.add(self):
-            self.start_writer([])
-
-    def flush(self) -> None:
-        """Write the outbox now if the socket takes it; else start the writer (flusher only)."""
-        self._flush_pending = False
-        if self._writing or not self.session.is_live:
-            return
-        core = self.core
-        if not core.outbox:
-            if core.close_frame is not None:
-                self.start_writer([])
-            return
-        frames = core.outbox.take()
-        try:
-            written = self.transport.write(self._encoded(frames))
-        except Exception:
-            log.exception("session %s: write failed", self.id)
-            self.abort()
-            return
-        if not written:
-            self.start_writer(frames)
-            return
-        core.sent(len(frames))
-        if core.close_frame is not None:
-            self.start_writer([])
-
-    def start_writer(self, frames: list[str]) -> None:
-        """Start the writer task with ``frames`` first, unless one runs (then it sends them)."""
-        self._flush_pending = False
-        if self._writing or self._aborted or not self.session.is_live:
-            return
-        if self._host.spawn(self._write_loop, frames):
-            self._writing = True
-        else:
-            # The node has stopped: nothing can be written any more.
-            self.transport.abort()
-
-    async def _write_loop(self, first: list[str]) -> None:
-        """Send ``first`` and everything queued, waiting for the socket; then the close frame."""
-        core = self.core
-        try:
-            with anyio.CancelScope() as self._writer_scope:
-                frames = first or core.outbox.take()
-                while frames and not self._aborted:
-                    await self.transport.send(self._encoded(frames))
-                    core.sent(len(frames))
-                    frames = core.outbox.take()
-                close = core.close_frame
-                if close is not None and not self._aborted:
-                    core.close_frame_sent()
-                    await self.transport.close(*close)
-        except Exception:
-            log.exception("session %s: writer failed", self.id)
-            self.abort()
-        finally:
-            # Nothing was queued since the last take: the flusher writes from here.
-            self._writing = False
-            self._writer_scope = None
-
-    def _encoded(self, frames: list[str]) -> list[str]:
-        """``frames`` as the WebSocket messages this session's protocol sends."""
-        if self.session.protocol is Subprotocol.BATCH:
-            return list(_batches(frames))
-        return frames
-
-
-#: A ``chat.v1.batch`` frame carries at most this many UTF-8 bytes (one larger object goes alone).
-MAX_BATCH_BYTES = 65536
-
-
-def _batches(frames: list[str]) -> Iterator[str]:
-    """``frames`` joined by newlines into as few frames as :data:`MAX_BATCH_BYTES` allows."""
-    batch: list[str] = []
-    size = 0
-    for frame in frames:
-        # isascii() is a flag lookup: only text with other characters is encoded to count.
-        length = len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
-        if batch and size + length + 1 > MAX_BATCH_BYTES:
-            yield "\n".join(batch)
-            batch, size = [], 0
-        batch.append(frame)
-        size += length + 1
-    if batch:
-        yield "\n".join(batch)
+        self.writer.stop()

@@ -21,12 +21,9 @@ from collections.abc import Callable
 
 from chat.auth import Authenticator, Identity
 from chat.dialogue import Dialogue
-from chat.envelope import Publication, Recovery, RunStarted
+from chat.envelope import Publication, RunStarted
 from chat.errors import (
     BinaryFrame,
-    BrokerDown,
-    ErrorCode,
-    FrameError,
     MessageTooBig,
     SessionClosed,
     SlowConsumer,
@@ -34,13 +31,10 @@ from chat.errors import (
 )
 from chat.membership import Membership, Verdict
 from chat.outbox import SendQueue
-from chat.protocol import error_frame
+from chat.replies import Replies
 from chat.requests import (
     Abort,
-    ListMembers,
-    Publish,
     Request,
-    Subscribe,
 )
 from chat.session import ALLOWED, Session, SessionEvent, Totals, allowed
 from chat.settings import Settings
@@ -54,16 +48,15 @@ class SessionCore:
     """One session from accept to close; see the module docstring."""
 
     __slots__ = (
-        "_close_sent",
+        "_closing",
         "_dialogue",
-        "_members",
         "_now",
         "_requests",
         "_settings",
         "_totals",
-        "close_deadline",
-        "closing",
+        "members",
         "outbox",
+        "replies",
         "session",
     )
 
@@ -81,12 +74,9 @@ class SessionCore:
         self._totals = totals
         #: Frames for the client, in order; the driver writes them.
         self.outbox = SendQueue(settings.send_queue)
-        #: The close the server started, if any: its code goes in the close frame.
-        self.closing: SessionClosed | None = None
-        #: When a peer that does not answer the close is cut (monotonic).
-        self.close_deadline: float | None = None
-        self._close_sent = False
-        self._members = Membership(
+        self._closing: Closing | None = None
+        #: The session's rooms and where it is in each.
+        self.members = Membership(
             session.rooms,
             hold_limit=settings.send_queue,
             left_limit=settings.max_rooms_per_session,
@@ -94,7 +84,9 @@ class SessionCore:
         self._requests: list[Request] = []
         #: The latest time the core was told (for what happens between ticks).
         self._now = session.connected_at
-        self._dialogue = Dialogue(self, settings, auth, identity, members_of)
+        self._dialogue = Dialogue(self, settings, auth, identity)
+        #: Where the driver reports how its requests went (:class:`~chat.replies.Replies`).
+        self.replies = Replies(self, settings, members_of, plain=self._dialogue.plain)
 
     @property
     def identity(self) -> Identity | None:
@@ -104,11 +96,6 @@ class SessionCore:
     def authenticate(self, identity: Identity) -> None:
         """The handshake's token speaks for ``identity`` (set before :meth:`accept`)."""
         self._dialogue.identity = identity
-
-    @property
-    def members(self) -> Membership:
-        """The session's rooms and where it is in each."""
-        return self._members
 
     @property
     def has_requests(self) -> bool:
@@ -159,8 +146,7 @@ class SessionCore:
         if now is not None:
             self._now = now
         session.begin_close(self._now, error.code, error.reason)
-        self.closing = error
-        self.close_deadline = None if now is None else now + self._grace(error)
+        self._closing = Closing(error, now, self._settings.drain_timeout)
         if isinstance(error, SlowConsumer):
             self.outbox.clear()
         bye = self._dialogue.bye(error)
@@ -185,20 +171,32 @@ class SessionCore:
         self.outbox.clear()
         rooms = list(session.rooms)
         for room in rooms:
-            self._members.forget(room)
+            self.members.forget(room)
         return rooms
+
+    @property
+    def closing(self) -> SessionClosed | None:
+        """The close the server started, if any: its code goes in the close frame."""
+        return None if self._closing is None else self._closing.error
+
+    @property
+    def close_deadline(self) -> float | None:
+        """When a peer that does not answer the close is cut (monotonic), once known."""
+        return None if self._closing is None else self._closing.deadline
 
     @property
     def close_frame(self) -> tuple[int, str] | None:
         """The close frame to send once the outbox is empty: ``(code, reason)`` while one
         is due (the server is closing, and it was not sent yet)."""
-        if self.closing is None or not self.session.closing or self._close_sent:
+        closing = self._closing
+        if closing is None or closing.frame_sent or not self.session.closing:
             return None
-        return int(self.closing.code), self.closing.description
+        return int(closing.error.code), closing.error.description
 
     def close_frame_sent(self) -> None:
         """The close frame went out: the peer's reply is awaited."""
-        self._close_sent = True
+        if self._closing is not None:
+            self._closing.frame_sent = True
 
     # -- what happens ------------------------------------------------------------
 
@@ -217,19 +215,13 @@ class SessionCore:
         else:
             self._dialogue.hear(message, now, wall)
 
-    def _grace(self, error: SessionClosed) -> float:
-        return 0.0 if error.presumed_dead else self._settings.drain_timeout
-
     def tick(self, now: float) -> None:
         """The session's timers at ``now`` (the supervisor calls this every tick)."""
         self._now = now
-        if self.closing is not None:
-            if self.close_deadline is None:
-                self.close_deadline = now + self._grace(self.closing)
-            elif now >= self.close_deadline:
-                self.request(Abort())
-            return
-        self._dialogue.tick(now)
+        if self._closing is None:
+            self._dialogue.tick(now)
+        elif self._closing.overdue(now):
+            self.request(Abort())
 
     def deliver(self, publication: Publication, frame: str) -> bool:
         """A room's message (``frame`` is its encoded ``message``); True when the outbox
@@ -238,18 +230,18 @@ class SessionCore:
         Each ``seq`` reaches the client at most once, after its room's replay;
         a message of a new run of the room comes after a fresh ``joined``.
         """
-        verdict = self._members.place(publication, frame)
+        verdict = self.members.place(publication, frame)
         if verdict is Verdict.SEND:
             return self.queue(publication.text if self._dialogue.plain else frame)
         if verdict is Verdict.NEW_RUN:
-            return self._dialogue.new_run(publication, frame)
+            return self.replies.new_run(publication, frame)
         if verdict is Verdict.OVERFLOW:
             return self.overflowed()
         return False
 
     def restarted(self, run: RunStarted) -> bool:
         """A room began a new run of its ``seq``; True if the client was told (``joined``)."""
-        return self._dialogue.restarted(run)
+        return self.replies.restarted(run)
 
     def notify(self, frame: str) -> bool:
         """An event frame (``presence``) for JSON sessions; True when the outbox changed."""
@@ -285,51 +277,27 @@ class SessionCore:
         self.session.messages_out += frames
         self._totals.messages_out += frames
 
-    # -- answers to requests -------------------------------------------------------
 
-    def published(self, request: Publish, publication: Publication) -> None:
-        """``request`` was published (or was a retry) as ``publication``: the ``ack``."""
-        self._dialogue.acknowledge(request, publication)
+class Closing:
+    """A close the server started: its error (the close frame's code), when the peer's
+    time to answer is up, and whether the close frame went out."""
 
-    def entered(
-        self, request: Subscribe, recovery: Recovery, first: bool, users: list[str]
-    ) -> None:
-        """The join of ``request.room`` is done: ``joined``, the replay, then what waited."""
-        self._dialogue.entered(request, recovery, first, users)
+    __slots__ = ("_grace", "deadline", "error", "frame_sent")
 
-    def listed(self, request: ListMembers, users: list[str]) -> None:
-        """The answer to a ``join`` of a room the session is in already."""
-        self._dialogue.listed(request, users)
+    def __init__(self, error: SessionClosed, now: float | None, drain_timeout: float) -> None:
+        self.error = error
+        #: A peer presumed dead is cut at once; others get ``CHAT_DRAIN_TIMEOUT``.
+        self._grace = 0.0 if error.presumed_dead else drain_timeout
+        #: Unknown until a time is known (a close begun by a delivery): the next tick.
+        self.deadline = None if now is None else now + self._grace
+        self.frame_sent = False
 
-    def abandoned(self, request: Subscribe) -> None:
-        """The join was cut short (the session is closing): the room is not joined."""
-        self._members.abandon(request.room)
-
-    def failed(self, request: Publish | Subscribe | ListMembers, error: Exception) -> None:
-        """The broker could not do ``request`` (:class:`~chat.brokers.BrokerUnavailable`)."""
-        if isinstance(request, Subscribe):
-            self._members.abandon(request.room)
-        if self._dialogue.plain or (isinstance(request, Subscribe) and request.from_url):
-            self.close(BrokerDown(retry_after_ms=retry_after_ms()))
-            return
-        self.queue(error_frame(unavailable(request, error)))
-
-
-def unavailable(request: Publish | Subscribe | ListMembers, error: Exception) -> FrameError:
-    """The ``error`` ``unavailable`` for a request the broker could not do."""
-    frame_id = request.draft.id if isinstance(request, Publish) else request.frame_id
-    uncertain = bool(getattr(error, "uncertain", False))
-    detail = UNCERTAIN_DETAIL if uncertain else UNAVAILABLE_DETAIL
-    return FrameError(ErrorCode.UNAVAILABLE, detail, frame_id)
-
-
-#: The ``detail`` of ``error`` ``unavailable`` when nothing was done.
-UNAVAILABLE_DETAIL = "the broker is unavailable, nothing was done: try again"
-#: ... and when the broker did not answer in time (a ``send`` may still be published, once).
-UNCERTAIN_DETAIL = (
-    "the broker did not answer in time: a send may still be published;"
-    " retry with the same id to get its ack"
-)
+    def overdue(self, now: float) -> bool:
+        """True once the peer's time is up at ``now`` (its deadline starting now if unknown)."""
+        if self.deadline is None:
+            self.deadline = now + self._grace
+            return False
+        return now >= self.deadline
 
 
 def _too_big(text: str, limit: int) -> bool:

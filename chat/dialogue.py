@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from chat.auth import Authenticator, Identity, TokenError
-from chat.envelope import Draft, PresenceChange, Publication, Recovery, RunStarted, encode_message
+from chat.envelope import Draft, Publication
 from chat.errors import (
     ErrorCode,
     Flooding,
@@ -28,16 +28,13 @@ from chat.outbox import SendQueue
 from chat.protocol import (
     PING,
     PONG,
-    Ack,
     Bye,
     FrameId,
     HeartbeatInfo,
     Join,
-    Joined,
     Leave,
     Left,
     LimitsInfo,
-    MemberInfo,
     Ping,
     Pong,
     Refresh,
@@ -50,7 +47,7 @@ from chat.protocol import (
     peek_id,
 )
 from chat.ratelimit import RateLimiter, Verdict
-from chat.requests import Announce, ListMembers, Publish, Request, Subscribe, Unsubscribe
+from chat.requests import ListMembers, Publish, Request, Subscribe, Unsubscribe
 from chat.session import Due, Session
 from chat.settings import Settings
 from chat.transport import Endpoint, Handshake
@@ -105,12 +102,10 @@ class Dialogue:
         settings: Settings,
         auth: Authenticator,
         identity: Identity | None,
-        members_of: Callable[[str], list[str]],
     ) -> None:
         self._core = core
         self._settings = settings
         self._auth = auth
-        self._members_of = members_of
         #: Who the session's token speaks for; None in open mode.
         self.identity = identity
         #: Plain text: no JSON frame (welcome, joined, presence, error, bye) is ever sent.
@@ -304,65 +299,6 @@ class Dialogue:
     def _expire_with(self, identity: Identity, now: float, wall: float) -> None:
         left = identity.expires_at + self._settings.jwt_leeway - wall
         self._core.session.token_deadline = now + left
-
-    # -- answers -------------------------------------------------------------------
-
-    def acknowledge(self, request: Publish, publication: Publication) -> None:
-        """``ack`` the client's ``send`` (a plain-text frame gets none)."""
-        if not self.plain:
-            ack = Ack(id=request.draft.id, room=publication.room, seq=publication.seq)
-            self._core.queue(encode(ack))
-
-    def entered(
-        self, request: Subscribe, recovery: Recovery, first: bool, users: list[str]
-    ) -> None:
-        """``joined``, the replay, the live messages that waited; then presence."""
-        core = self._core
-        room_for = self._settings.send_queue - len(core.outbox)
-        entry = core.members.entered(request.room, recovery, room_for)
-        self._joined(request.room, entry.seq, entry.epoch, entry.recovered, users)
-        for publication in entry.replay:
-            core.queue(encode_message(publication))
-        for publication, frame in entry.held:
-            core.deliver(publication, frame)
-        if first:
-            session = core.session
-            core.request(Announce(PresenceChange(request.room, "join", session.user, session.id)))
-
-    def listed(self, request: ListMembers, users: list[str]) -> None:
-        """``joined`` for a room the session is in: its position, recovered if ``since`` is it."""
-        cursor = self._core.members.cursor(request.room)
-        if cursor is None:
-            return
-        same_run = request.epoch is None or request.epoch == cursor.epoch
-        recovered = request.since == cursor.seq and same_run
-        self._joined(request.room, cursor.seq, cursor.epoch, recovered, users)
-
-    def restarted(self, run: RunStarted) -> bool:
-        """A new run of a joined room: a fresh ``joined``; True when the client was told."""
-        if not self._core.members.restart(run.room, run.epoch, run.seq):
-            return False
-        return self._joined(run.room, run.seq, run.epoch, False, list(run.users))
-
-    def new_run(self, publication: Publication, frame: str) -> bool:
-        """A message of a new run that came without its notice: the notice, then it.
-
-        True when the outbox changed.
-        """
-        room = publication.room
-        seq = publication.seq - 1
-        if not self._core.members.restart(room, publication.epoch, seq):
-            return False
-        told = self._joined(room, seq, publication.epoch, False, self._members_of(room))
-        return self._core.deliver(publication, frame) or told
-
-    def _joined(self, room: str, seq: int, epoch: str, recovered: bool, users: list[str]) -> bool:
-        """Queue ``joined`` (JSON sessions); True when it was queued."""
-        if self.plain:
-            return False
-        members = tuple(MemberInfo(user) for user in users)
-        joined = Joined(room=room, seq=seq, epoch=epoch, recovered=recovered, members=members)
-        return self._core.queue(encode(joined))
 
 
 _TIMER_CLOSES: dict[Due, type[SessionClosed]] = {

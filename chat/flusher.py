@@ -6,7 +6,9 @@ everything queued in that turn straight to a socket that can take it, in one
 write. It is the one owner of each session's writes: only a session whose
 socket is backed up (or that is closing) gets a writer task, started by the
 flusher, which waits for the socket and ends once the queue is empty. An
-idle session has no task of its own besides its reader.
+idle session has no task of its own besides its reader. Besides its own turn,
+the flusher runs when a session's reader has read every frame that waited
+(:meth:`Flusher.flush_now`), so that a reply goes out in the turn that caused it.
 """
 
 from __future__ import annotations

@@ -17,11 +17,12 @@ import pytest
 
 from chat.auth import Authenticator, Identity
 from chat.brokers import BrokerUnavailable
-from chat.core import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL, SessionCore
+from chat.core import SessionCore
 from chat.dialogue import RATE_DETAIL
 from chat.envelope import Draft, PresenceChange, Publication, Recovery, RunStarted, encode_message
 from chat.errors import IdleTimeout, SessionClosed, Shutdown
 from chat.protocol import Subprotocol
+from chat.replies import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL
 from chat.requests import (
     Abort,
     Announce,
@@ -137,7 +138,7 @@ def inside(
     accept(core)
     [subscribe] = core.requests()
     assert isinstance(subscribe, Subscribe)
-    core.entered(subscribe, Recovery(latest, RUN), False, ["alice"])
+    core.replies.entered(subscribe, Recovery(latest, RUN), False, ["alice"])
     core.outbox.take()
     return core
 
@@ -310,7 +311,9 @@ def test_entered_sends_joined_with_position_and_members_then_the_replay() -> Non
     assert isinstance(subscribe, Subscribe)
     frames(core)
     replay = (publication(3), publication(4))
-    core.entered(subscribe, Recovery(4, RUN, replay, complete=True), False, ["alice", "bob"])
+    core.replies.entered(
+        subscribe, Recovery(4, RUN, replay, complete=True), False, ["alice", "bob"]
+    )
     assert frames(core) == [
         joined(seq=4, recovered=True, members=["alice", "bob"]),
         message(3),
@@ -325,7 +328,7 @@ def test_entering_asks_to_announce_presence_only_when_first(first: bool) -> None
     accept(core)
     [subscribe] = core.requests()
     assert isinstance(subscribe, Subscribe)
-    core.entered(subscribe, Recovery(0, RUN), first, ["alice"])
+    core.replies.entered(subscribe, Recovery(0, RUN), first, ["alice"])
     announce = Announce(PresenceChange("lobby", "join", "alice", "s1"))
     assert core.requests() == ([announce] if first else [])
 
@@ -340,7 +343,7 @@ def test_live_messages_held_during_the_join_come_after_the_replay_each_seq_once(
     assert [deliver(core, seq) for seq in (4, 5, 6)] == [False, False, False]
     assert core.outbox.take() == []
     replay = (publication(3), publication(4), publication(5))
-    core.entered(subscribe, Recovery(5, RUN, replay, complete=True), False, ["alice"])
+    core.replies.entered(subscribe, Recovery(5, RUN, replay, complete=True), False, ["alice"])
     assert frames(core) == [
         joined(seq=5, recovered=True),
         message(3),
@@ -359,7 +362,7 @@ def test_an_incomplete_recovery_is_not_recovered_and_replays_nothing() -> None:
     [subscribe] = core.requests()
     assert isinstance(subscribe, Subscribe)
     frames(core)
-    core.entered(subscribe, Recovery(30, RUN), False, ["alice"])
+    core.replies.entered(subscribe, Recovery(30, RUN), False, ["alice"])
     assert frames(core) == [joined(seq=30)]
 
 
@@ -373,7 +376,7 @@ def test_a_replay_that_would_not_fit_the_outbox_is_not_recovered(
     assert isinstance(subscribe, Subscribe)
     replay = (publication(1), publication(2), publication(3))
     # The welcome is still queued: joined and three messages would need five places.
-    core.entered(subscribe, Recovery(3, RUN, replay, complete=True), False, ["alice"])
+    core.replies.entered(subscribe, Recovery(3, RUN, replay, complete=True), False, ["alice"])
     sent = frames(core)[1:]
     if recovered:
         assert sent == [joined(seq=3, recovered=True), message(1), message(2), message(3)]
@@ -388,7 +391,7 @@ def test_a_plain_text_session_gets_no_joined_but_the_messages_that_waited() -> N
     [subscribe] = core.requests()
     assert isinstance(subscribe, Subscribe)
     deliver(core, 3)
-    core.entered(subscribe, Recovery(2, RUN), True, ["alice"])
+    core.replies.entered(subscribe, Recovery(2, RUN), True, ["alice"])
     assert core.outbox.take() == ["m3"]
 
 
@@ -408,7 +411,7 @@ def test_a_publication_is_acked_with_its_seq_even_a_duplicate(duplicate: bool) -
     say(core, {"type": "send", "room": "lobby", "text": "hi", "id": "m1"})
     [publish] = core.requests()
     assert isinstance(publish, Publish)
-    core.published(publish, publish.draft.published(3, RUN, duplicate=duplicate))
+    core.replies.published(publish, publish.draft.published(3, RUN, duplicate=duplicate))
     assert frames(core) == [{"type": "ack", "id": "m1", "room": "lobby", "seq": 3}]
 
 
@@ -417,7 +420,7 @@ def test_plain_text_publishes_to_the_url_room_and_gets_no_ack() -> None:
     core.receive("hello there", T0 + 1, WALL + 1)
     [publish] = core.requests()
     assert publish == Publish(Draft("lobby", "alice", "hello there", None, WALL + 1))
-    core.published(publish, publish.draft.published(1, RUN))
+    core.replies.published(publish, publish.draft.published(1, RUN))
     assert core.outbox.take() == []
 
 
@@ -439,7 +442,7 @@ def test_a_failed_send_is_refused_with_unavailable(uncertain: bool, detail: str)
     say(core, {"type": "send", "room": "lobby", "text": "x", "id": "a"})
     [publish] = core.requests()
     assert isinstance(publish, Publish)
-    core.failed(publish, BrokerUnavailable("down", uncertain=uncertain))
+    core.replies.failed(publish, BrokerUnavailable("down", uncertain=uncertain))
     assert frames(core) == [error("unavailable", detail, "a")]
     assert state(core) is SessionState.ACTIVE
 
@@ -452,8 +455,8 @@ def test_the_detail_reads_the_uncertain_attribute_of_any_exception() -> None:
     say(core, {"type": "send", "room": "lobby", "text": "x", "id": 5})
     [publish] = core.requests()
     assert isinstance(publish, Publish)
-    core.failed(publish, Timeout())
-    core.failed(publish, RuntimeError("no attribute"))
+    core.replies.failed(publish, Timeout())
+    core.replies.failed(publish, RuntimeError("no attribute"))
     assert frames(core) == [
         error("unavailable", UNCERTAIN_DETAIL, 5),
         error("unavailable", UNAVAILABLE_DETAIL, 5),
@@ -465,7 +468,7 @@ def test_a_failed_send_closes_a_plain_text_session_1013() -> None:
     core.receive("x", T0, WALL)
     [publish] = core.requests()
     assert isinstance(publish, Publish)
-    core.failed(publish, BrokerUnavailable("down"))
+    core.replies.failed(publish, BrokerUnavailable("down"))
     assert core.outbox.take() == []
     assert state(core) is SessionState.CLOSING
     assert close_frame(core) == (1013, "broker unavailable, try again later")
@@ -476,7 +479,7 @@ def test_a_failed_join_of_the_url_room_closes_1013_with_bye() -> None:
     accept(core)
     [subscribe] = core.requests()
     assert isinstance(subscribe, Subscribe)
-    core.failed(subscribe, BrokerUnavailable("down"))
+    core.replies.failed(subscribe, BrokerUnavailable("down"))
     assert [jittered(f) for f in frames(core)[1:]] == [bye("policy", True)]
     assert close_frame(core) == (1013, "broker unavailable, try again later")
     assert core.session.rooms == []
@@ -489,7 +492,7 @@ def test_a_failed_join_of_another_room_is_refused_and_the_room_is_not_joined() -
     [subscribe] = core.requests()
     assert subscribe == Subscribe("games", None, None, "j1")
     assert core.session.rooms == ["lobby", "games"]
-    core.failed(subscribe, BrokerUnavailable("down"))
+    core.replies.failed(subscribe, BrokerUnavailable("down"))
     assert frames(core) == [error("unavailable", UNAVAILABLE_DETAIL, "j1")]
     assert core.session.rooms == ["lobby"]
     assert deliver(core, 1, room="games") is False
@@ -500,7 +503,7 @@ def test_a_failed_members_list_is_refused_with_unavailable() -> None:
     say(core, {"type": "join", "room": "lobby", "id": "j2"})
     [listing] = core.requests()
     assert isinstance(listing, ListMembers)
-    core.failed(listing, BrokerUnavailable("down", uncertain=True))
+    core.replies.failed(listing, BrokerUnavailable("down", uncertain=True))
     assert frames(core) == [error("unavailable", UNCERTAIN_DETAIL, "j2")]
     assert core.session.rooms == ["lobby"]
 
@@ -510,7 +513,7 @@ def test_an_abandoned_join_leaves_the_room_unjoined() -> None:
     say(core, {"type": "join", "room": "games"})
     [subscribe] = core.requests()
     assert isinstance(subscribe, Subscribe)
-    core.abandoned(subscribe)
+    core.replies.abandoned(subscribe)
     assert core.session.rooms == ["lobby"]
     assert core.outbox.take() == []
 
@@ -545,7 +548,7 @@ def test_joining_a_room_already_joined_lists_its_members_and_replays_nothing(
     [listing] = core.requests()
     assert listing == ListMembers("lobby", since, epoch, "j")
     assert core.outbox.take() == []
-    core.listed(listing, ["alice", "bob"])
+    core.replies.listed(listing, ["alice", "bob"])
     assert frames(core) == [joined(seq=5, recovered=recovered, members=["alice", "bob"])]
     assert core.requests() == []
 
@@ -589,7 +592,7 @@ def test_a_rejoin_on_the_same_connection_never_resends() -> None:
     assert isinstance(subscribe, Subscribe)
     frames(core)
     replay = (publication(3), publication(4), publication(5))
-    core.entered(subscribe, Recovery(5, RUN, replay, complete=True), False, ["alice"])
+    core.replies.entered(subscribe, Recovery(5, RUN, replay, complete=True), False, ["alice"])
     assert frames(core) == [joined(seq=5, recovered=True), message(5)]
 
 
@@ -1176,7 +1179,7 @@ def test_a_refresh_whose_rooms_no_longer_allow_a_joined_room_leaves_it() -> None
     say(core, {"type": "join", "room": "games"})
     [subscribe] = core.requests()
     assert isinstance(subscribe, Subscribe)
-    core.entered(subscribe, Recovery(0, RUN), False, ["alice"])
+    core.replies.entered(subscribe, Recovery(0, RUN), False, ["alice"])
     frames(core)
     say(core, {"type": "refresh", "token": token(ttl=600.0, rooms=["lobby"])})
     assert core.requests() == [Unsubscribe("games")]

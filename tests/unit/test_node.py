@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from chat.brokers import BrokerUnavailable, Draft, Publication
-from chat.core import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL
+from chat.replies import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL
 from chat.session import SessionState
 from chat.transport import Endpoint
 from tests.clock import settle

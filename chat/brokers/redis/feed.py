@@ -24,14 +24,13 @@ from contextlib import suppress
 from typing import Any
 
 import anyio
-import orjson
 from anyio.abc import TaskGroup
 from redis.asyncio.client import PubSub
 
 from chat.brokers.base import BrokerUnavailable, Deliver
 from chat.brokers.redis import keys
 from chat.brokers.redis.link import COMMAND_TIMEOUT, Link
-from chat.brokers.redis.streams import Streams, parse_publication
+from chat.brokers.redis.streams import Streams, parse_message
 from chat.clock import Clock
 from chat.envelope import PresenceChange, Publication, RunStarted
 from chat.ordering import Cursor, Place
@@ -222,15 +221,8 @@ class Feed:
             with suppress(ValueError):
                 self.canary_lag_ms = round((now - float(message["data"])) * 1000, 1)
             return
-        try:
-            data = orjson.loads(message["data"])
-            if data.get("k") == "p":
-                item: Publication | PresenceChange = PresenceChange(
-                    data["room"], data["event"], data["user"], data["origin"]
-                )
-            else:
-                item = parse_publication(data)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        item = parse_message(message["data"])
+        if item is None:
             log.warning("ignoring a malformed message on %s", channel)
             return
         self._hand_over(item)

@@ -15,7 +15,7 @@ import orjson
 
 from chat.brokers.redis import keys
 from chat.brokers.redis.link import Link
-from chat.envelope import Draft, Publication, Recovery, new_epoch, recovery
+from chat.envelope import Draft, PresenceChange, Publication, Recovery, new_epoch, recovery
 from chat.idempotency import IDS_PER_USER, text_digest
 
 #: How long a room's ``seq`` and history live without a publish, at least.
@@ -112,6 +112,18 @@ class Streams:
             ):
                 kept.append(publication)
         return int(seq), current, kept
+
+
+def parse_message(raw: str | bytes) -> Publication | PresenceChange | None:
+    """A message of a room's channel: a publication (``"k": "m"``, written by
+    ``scripts/publish.lua``) or a presence change (``"k": "p"``); None if malformed."""
+    try:
+        data = orjson.loads(raw)
+        if data.get("k") == "p":
+            return PresenceChange(data["room"], data["event"], data["user"], data["origin"])
+        return parse_publication(data)
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def parse_publication(data: dict[str, Any]) -> Publication:
