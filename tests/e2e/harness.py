@@ -200,16 +200,6 @@ async def messages(client: JsonClient, count: int, room: str | None = None) -> l
     return found
 
 
-def eventually(check: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
-    """Call ``check()`` until it returns a truthy value (returned) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
-
-
 def client_frame(payload: bytes, *, opcode: int = 0x1, fin: bool = True) -> bytes:
     """One masked client WebSocket frame, built by hand (for clients that misbehave)."""
     head = bytes([(0x80 if fin else 0) | opcode])

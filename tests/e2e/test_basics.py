@@ -18,12 +18,12 @@ from tests.e2e.harness import (
     JsonClient,
     Server,
     client_frame,
-    eventually,
     open_ws,
     raw_handshake,
     read_frame,
     refused,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -67,7 +67,12 @@ async def test_a_room_of_three_plain_text_clients_each_receive_every_message(
         open_ws(server.ws("/ws/other")) as outsider,
     ):
         clients = [a, b, c]
-        await asyncio.sleep(0.1)
+
+        def all_in() -> bool:
+            rooms = server.json("/status/rooms?room=trio")["rooms"]
+            return bool(rooms) and rooms[0]["members"] == 3
+
+        assert await eventually(all_in)
         expected = []
         for index, client in enumerate(clients):
             for n in range(5):
@@ -158,7 +163,7 @@ async def test_messages_over_the_limit_close_1009(
             assert await close_code_after(ws, text) == code
     if code is not None:
         # This session's close, not an earlier case's: wait for one more 1009.
-        assert eventually(lambda: len(closed_1009()) > len(before))
+        assert await eventually(lambda: len(closed_1009()) > len(before))
         new = [s for id_, s in closed_1009().items() if id_ not in before]
         assert len(new) == 1, new
         assert new[0]["close_reason"] == "message_too_big"
@@ -312,7 +317,7 @@ def test_the_recommended_config_file_serves(start: StartServer) -> None:
     assert '"GET /healthz' in server.log()
 
 
-def test_a_client_that_ignores_1009_and_streams_on_is_cut_and_memory_stays_flat(
+async def test_a_client_that_ignores_1009_and_streams_on_is_cut_and_memory_stays_flat(
     start: StartServer,
 ) -> None:
     server = start({"CHAT_MAX_MESSAGE_BYTES": "65536"})
@@ -335,7 +340,7 @@ def test_a_client_that_ignores_1009_and_streams_on_is_cut_and_memory_stays_flat(
         found = server.json("/status/sessions?room=flood")["sessions"]
         return found[0] if found and found[0]["state"] == "closed" else {}
 
-    session = eventually(closed, timeout=2)
+    session = await eventually(closed, timeout=2)
     assert (session["close_code"], session["close_reason"]) == (1009, "message_too_big")
     assert rss_kib(server) - before < 20 * 1024
 
@@ -380,7 +385,7 @@ def test_a_plain_get_of_a_websocket_route_gets_426_with_a_hint(server: Server, p
     assert "\n" not in response.json()["detail"]
 
 
-def test_a_binary_message_is_refused_at_its_first_frame(start: StartServer) -> None:
+async def test_a_binary_message_is_refused_at_its_first_frame(start: StartServer) -> None:
     # The limit would let a 4 MiB message through: only its kind refuses it.
     server = start({"CHAT_MAX_MESSAGE_BYTES": str(8 << 20)})
     sock = raw_handshake(server.port, "/ws/binary")
@@ -403,5 +408,5 @@ def test_a_binary_message_is_refused_at_its_first_frame(start: StartServer) -> N
         found = server.json("/status/sessions?room=binary")["sessions"]
         return found[0] if found and found[0]["state"] == "closed" else {}
 
-    session = eventually(closed)
+    session = await eventually(closed)
     assert (session["close_code"], session["close_reason"]) == (1003, "binary_frame")

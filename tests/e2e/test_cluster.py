@@ -16,13 +16,13 @@ from tests.e2e.conftest import StartServer
 from tests.e2e.harness import (
     JsonClient,
     Server,
-    eventually,
     json_client,
     messages,
     open_ws,
     start_server,
 )
 from tests.redis_server import RedisServer, free_port
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -108,7 +108,7 @@ async def test_presence_and_status_agree_on_both_nodes(
                         "node-b": 1,
                     }
 
-                assert eventually(counted, timeout=5)
+                assert await eventually(counted, timeout=5)
                 status = server.json("/status")
                 assert server.json("/status/rooms")["rooms"][0]["users"] == ["ann", "bo"]
                 assert status["broker"]["healthy"] is True
@@ -184,7 +184,7 @@ async def outage_behaviour(a: Server, b: Server, cut: Any, restore: Any, seconds
         assert took < 20, f"cross-node delivery took {took:.1f} s after the restore"
         took = await send_until_delivered(ann, bo, "out", within=10)
         assert took < 5, f"cross-node delivery took {took:.1f} s"
-        assert eventually(lambda: a.get("/readyz").status_code == 200)
+        assert await eventually(lambda: a.get("/readyz").status_code == 200)
 
 
 async def test_redis_killed_for_10_seconds_then_restarted_loses_no_connection(
@@ -241,7 +241,7 @@ async def test_a_node_started_with_redis_down_becomes_ready_when_redis_appears(
         await asyncio.sleep(5)
         assert server.get("/readyz").status_code == 503
         redis.start()
-        assert eventually(lambda: server.get("/readyz").status_code == 200, timeout=10)
+        assert await eventually(lambda: server.get("/readyz").status_code == 200, timeout=10)
         async with json_client(server, "/ws/late") as late:
             await late.send({"type": "send", "room": "late", "text": "works"})
             assert (await late.recv_type("message"))["text"] == "works"
@@ -259,13 +259,15 @@ async def test_two_workers_on_redis_behave_as_one_server(
         args=["-w", "2", "-c", "config/hypercorn.toml"],
     )
     # Each worker becomes ready on its own: wait until both say so.
-    assert eventually(lambda: len(server.json("/status")["nodes"]) == 2)
-    assert eventually(lambda: all(server.get("/readyz").status_code == 200 for _ in range(20)))
+    assert await eventually(lambda: len(server.json("/status")["nodes"]) == 2)
+    assert await eventually(
+        lambda: all(server.get("/readyz").status_code == 200 for _ in range(20))
+    )
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(json_client(server, "/ws/one")) for _ in range(8)
         ]
-        assert eventually(lambda: len(server.json("/status")["nodes"]) == 2)
+        assert await eventually(lambda: len(server.json("/status")["nodes"]) == 2)
         readers = [asyncio.create_task(messages(c, 40)) for c in clients]
         for n in range(40):
             await clients[n % 8].send({"type": "send", "room": "one", "text": f"w{n}"})
@@ -350,7 +352,9 @@ async def test_members_hear_of_a_new_run_before_its_first_message_and_no_false_p
             old = await frames_until_text(client, "last of the old run", within=10)
         own_redis.kill()
         own_redis.start()  # empty: every room starts a new run
-        assert eventually(lambda: all(s.get("/readyz").status_code == 200 for s in (a, b)), 20)
+        assert await eventually(
+            lambda: all(s.get("/readyz").status_code == 200 for s in (a, b)), 20
+        )
         await acked(cy, {"type": "send", "room": "run", "text": "first", "id": "n1"}, within=20)
         for client, user in ((ann, "ann"), (bo, "bo")):
             frames = await frames_until_text(client, "first", within=20)

@@ -16,11 +16,11 @@ from tests.e2e.harness import (
     JsonClient,
     Server,
     client_frame,
-    eventually,
     open_ws,
     raw_handshake,
     read_frame,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -43,9 +43,7 @@ def session_state(server: Server, session_id: str) -> str:
 
 
 async def wait_for_state(server: Server, session_id: str, state: str, timeout: float = 3) -> None:
-    async with asyncio.timeout(timeout):
-        while await asyncio.to_thread(session_state, server, session_id) != state:
-            await asyncio.sleep(0.05)
+    assert await eventually(lambda: session_state(server, session_id) == state, timeout), state
 
 
 async def test_a_json_session_goes_active_idle_active(timers: Server) -> None:
@@ -170,7 +168,7 @@ async def test_a_member_that_never_reads_is_closed_1013_while_the_others_get_eve
             found = server.json("/status/sessions?state=closed&room=busy")["sessions"]
             return found[0] if found else {}
 
-        closed = eventually(stuck_closed, timeout=5)
+        closed = await eventually(stuck_closed, timeout=5)
         assert (closed["close_code"], closed["close_reason"]) == (1013, "slow_consumer")
         for reader in readers:
             await reader.close()
@@ -222,7 +220,7 @@ async def test_members_that_reset_mid_stream_do_not_disturb_anyone(start: StartS
         closed = server.json("/status/sessions?state=closed&room=storm")["sessions"]
         return len(closed) == 15
 
-    assert eventually(all_vanished_closed, timeout=2)
+    assert await eventually(all_vanished_closed, timeout=2)
     assert time.monotonic() - vanished_at[0] < 2.5
     closed = server.json("/status/sessions?state=closed&room=storm")["sessions"]
     assert {s["close_reason"] for s in closed} == {"connection_lost"}
@@ -234,7 +232,7 @@ async def test_members_that_reset_mid_stream_do_not_disturb_anyone(start: StartS
         await ws.close()
 
 
-def test_a_session_whose_peer_ignores_the_close_shows_closing_until_it_is_cut(
+async def test_a_session_whose_peer_ignores_the_close_shows_closing_until_it_is_cut(
     start: StartServer,
 ) -> None:
     server = start({"CHAT_DRAIN_TIMEOUT": "1.5"})
@@ -252,7 +250,7 @@ def test_a_session_whose_peer_ignores_the_close_shows_closing_until_it_is_cut(
             found = server.json(f"/status/sessions/{session['id']}")
             return found if found["state"] == "closed" else {}
 
-        closed = eventually(cut, timeout=5)
+        closed = await eventually(cut, timeout=5)
         assert (closed["closing"], closed["close_code"]) == (False, 1003)
     finally:
         sock.close()

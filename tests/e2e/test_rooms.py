@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import JsonClient, Server, eventually, json_client, messages, open_ws
+from tests.e2e.harness import JsonClient, Server, json_client, messages, open_ws
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -207,7 +208,7 @@ async def test_status_rooms_shows_members_users_and_the_latest_seq(server: Serve
             rooms: list[dict[str, Any]] = server.json("/status/rooms?room=stat")["rooms"]
             return rooms if rooms and rooms[0]["seq"] == 3 else []
 
-        assert eventually(seen) == [
+        assert await eventually(seen) == [
             {"room": "stat", "members": 2, "users": ["ann", "bo"], "seq": 3}
         ]
 

@@ -14,7 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import Server, open_ws, raw_handshake, refused
+from tests.e2e.harness import JsonClient, Server, open_ws, raw_handshake, refused
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -62,13 +63,14 @@ async def signal_and_watch(server: Server, clients: list[Any], signum: int) -> S
 
 
 async def open_sessions(server: Server, count: int) -> list[Any]:
+    """``count`` sessions, half ``chat.v1`` (greeted: past their join before the signal)."""
     clients = []
     for n in range(count):
         protocols = ["chat.v1"] if n % 2 else None
         ws = await open_ws(server.ws(f"/ws/room-{n % 4}"), subprotocols=protocols).__aenter__()
+        if protocols:
+            await JsonClient(ws).greeted()
         clients.append(ws)
-    # Let the JSON sessions' welcome and joined arrive before the signal.
-    await asyncio.sleep(0.2)
     return clients
 
 
@@ -97,18 +99,15 @@ async def test_a_client_that_never_answers_is_cut_at_the_drain_timeout(
     server = start({"CHAT_DRAIN_TIMEOUT": str(DRAIN)}, args=workers)
     deaf = raw_handshake(server.port, "/ws/deaf")
     polite = await open_ws(server.ws("/ws/deaf"), subprotocols=["chat.v1"]).__aenter__()
-    await asyncio.sleep(0.2)
+    await JsonClient(polite).greeted()
     signalled = [time.monotonic()]
     server.signal(signal.SIGTERM)
     seen = await watch(polite, signalled)
     assert seen.code == 1001
     assert seen.closed_after < 1.0
-    # Workers notice the parent's signal within 0.1 s; after that, while the
-    # deaf client holds the drain open, new handshakes and readiness get 503.
-    await asyncio.sleep(0.3)
+    # While the deaf client holds the drain open, readiness and new handshakes get 503.
+    assert await eventually(lambda: httpx.get(server.http("/readyz"), timeout=2).status_code == 503)
     assert (await refused(server.ws("/ws/late"))).status_code == 503
-    ready = await asyncio.to_thread(httpx.get, server.http("/readyz"), timeout=2)
-    assert ready.status_code == 503
     status = await asyncio.to_thread(server.wait, DRAIN + 5)
     exited_after = time.monotonic() - signalled[0]
     assert status == 0

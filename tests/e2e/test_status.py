@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import JsonClient, Server, eventually, open_ws
+from tests.e2e.harness import JsonClient, Server, open_ws
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -46,14 +47,14 @@ def is_iso_utc(value: Any) -> bool:
     return isinstance(value, str) and value.endswith("Z") and bool(datetime.fromisoformat(value))
 
 
-def settled(server: Server) -> None:
+async def settled(server: Server) -> None:
     """Wait until no session of an earlier test is live (its close is counted by then)."""
 
     def quiet() -> bool:
         sessions: dict[str, int] = server.json("/status")["sessions"]
         return sessions["connecting"] + sessions["active"] + sessions["idle"] == 0
 
-    assert eventually(quiet), server.json("/status")["sessions"]
+    assert await eventually(quiet), server.json("/status")["sessions"]
 
 
 def test_health_and_readiness(server: Server) -> None:
@@ -64,7 +65,7 @@ def test_health_and_readiness(server: Server) -> None:
 
 async def test_status_summarises_the_node(server: Server) -> None:
     # The server serves the whole module: count this test's traffic from here.
-    await asyncio.to_thread(settled, server)
+    await settled(server)
     before = (await asyncio.to_thread(server.json, "/status"))["totals"]
     async with (
         open_ws(server.ws("/ws/alpha?user=ann"), subprotocols=["chat.v1"]) as ann_ws,
@@ -137,7 +138,7 @@ async def test_a_session_detail_has_its_history_and_a_closed_one_its_cause(serve
         detail: dict[str, Any] = server.json(f"/status/sessions/{session_id}")
         return detail if detail["state"] == "closed" else {}
 
-    detail = eventually(closed)
+    detail = await eventually(closed)
     assert (detail["close_code"], detail["close_reason"], detail["closed_by"]) == (
         1000,
         "client_closed",
@@ -162,7 +163,7 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 async def test_metrics_count_sessions_messages_and_closes(server: Server) -> None:
     # The server serves the whole module: count this test's traffic from here.
-    await asyncio.to_thread(settled, server)
+    await settled(server)
     before = metric_values((await asyncio.to_thread(server.get, "/metrics")).text)
     client_closed = ("chat_sessions_closed_total", (("reason", "client_closed"),))
     async with open_ws(server.ws("/ws/epsilon")) as ws:
@@ -184,7 +185,7 @@ async def test_metrics_count_sessions_messages_and_closes(server: Server) -> Non
         after = metric_values(server.get("/metrics").text)
         return after.get(client_closed, 0) >= before.get(client_closed, 0) + 1
 
-    assert eventually(closes_counted)
+    assert await eventually(closes_counted)
     closes = metric_values(server.get("/metrics").text)[client_closed]
     assert closes == before.get(client_closed, 0) + 1
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import StartServer
-from tests.e2e.harness import JsonClient, Server, eventually, open_ws
+from tests.e2e.harness import JsonClient, Server, open_ws
 from tests.e2e.test_status import metric_values
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -45,12 +46,12 @@ def process_state(pid: int) -> str:
         return stat.read().rpartition(")")[2].split()[0]
 
 
-@contextmanager
-def paused(pid: int) -> Iterator[None]:
+@asynccontextmanager
+async def paused(pid: int) -> AsyncIterator[None]:
     """Worker ``pid`` stopped (so that the other one accepts every new connection)."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        assert eventually(lambda: process_state(pid) == "T")
+        assert await eventually(lambda: process_state(pid) == "T")
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -79,10 +80,10 @@ class Worker:
         return metric_values(text)
 
 
-@contextmanager
-def both_workers(server: Server) -> Iterator[tuple[Worker, Worker]]:
+@asynccontextmanager
+async def both_workers(server: Server) -> AsyncIterator[tuple[Worker, Worker]]:
     first = Worker(server)
-    with paused(first.pid):
+    async with paused(first.pid):
         second = Worker(server)
     try:
         assert second.pid != first.pid
@@ -95,11 +96,11 @@ def both_workers(server: Server) -> Iterator[tuple[Worker, Worker]]:
 async def test_metrics_and_status_on_either_worker_cover_both(start: StartServer) -> None:
     server = start(args=["-w", "2"])
     total = sum(SESSIONS)
-    with both_workers(server) as workers:
+    async with both_workers(server) as workers:
         async with AsyncExitStack() as stack:
             sessions: list[JsonClient] = []
             for worker, other, count in zip(workers, reversed(workers), SESSIONS, strict=True):
-                with paused(other.pid):
+                async with paused(other.pid):
                     for _ in range(count):
                         room = f"room-{len(sessions)}"
                         ws = await stack.enter_async_context(
@@ -123,7 +124,7 @@ async def test_metrics_and_status_on_either_worker_cover_both(start: StartServer
                 return all(worker.status()["workers"] == listed for worker in workers)
 
             # Each worker lists the other's sessions too, at most a second late.
-            assert await asyncio.to_thread(eventually, both_list_both)
+            assert await eventually(both_list_both)
             for worker, count in held:
                 status = await asyncio.to_thread(worker.status)
                 assert status["node"] == worker.node
@@ -137,7 +138,7 @@ async def test_metrics_and_status_on_either_worker_cover_both(start: StartServer
                     for values in (worker.scrape() for worker in workers)
                 )
 
-            assert await asyncio.to_thread(eventually, both_sum_both)
+            assert await eventually(both_sum_both)
             for worker in workers:
                 values = await asyncio.to_thread(worker.scrape)
                 assert values[MESSAGES_OUT] >= 3 * total  # welcome, joined, the message, ...
@@ -165,7 +166,7 @@ async def test_metrics_and_status_on_either_worker_cover_both(start: StartServer
             def both_count_every_frame() -> bool:
                 return all(worker.scrape()[MESSAGES_IN] == total + MORE for worker in workers)
 
-            assert await asyncio.to_thread(eventually, both_count_every_frame)
+            assert await eventually(both_count_every_frame)
 
         # Every session has said goodbye: the live gauges drop, the closes add up.
         def both_count_every_close() -> bool:
@@ -174,7 +175,7 @@ async def test_metrics_and_status_on_either_worker_cover_both(start: StartServer
                 for values in (worker.scrape() for worker in workers)
             )
 
-        assert await asyncio.to_thread(eventually, both_count_every_close)
+        assert await eventually(both_count_every_close)
         for worker in workers:
             status = await asyncio.to_thread(worker.status)
             assert [w["sessions"] for w in status["workers"]] == [0, 0]
@@ -184,16 +185,18 @@ async def test_a_worker_that_stops_takes_its_sessions_away_and_leaves_its_counts
     start: StartServer,
 ) -> None:
     server = start(args=["-w", "2"])
-    with both_workers(server) as (leaving, staying):
-        with paused(staying.pid):
-            async with open_ws(server.ws("/ws/solo"), subprotocols=["chat.v1"]) as ws:
-                client = JsonClient(ws)
-                welcome, _ = await client.greeted()
-                assert welcome["node"] == leaving.node
-                await client.send({"type": "send", "room": "solo", "text": "hi", "id": 1})
-                assert (await client.recv_type("ack"))["id"] == 1
+    async with both_workers(server) as (leaving, staying):
+        async with (
+            paused(staying.pid),
+            open_ws(server.ws("/ws/solo"), subprotocols=["chat.v1"]) as ws,
+        ):
+            client = JsonClient(ws)
+            welcome, _ = await client.greeted()
+            assert welcome["node"] == leaving.node
+            await client.send({"type": "send", "room": "solo", "text": "hi", "id": 1})
+            assert (await client.recv_type("ack"))["id"] == 1
         # The session said goodbye; a second session stays open while its worker stops.
-        with paused(staying.pid):
+        async with paused(staying.pid):
             ws = await open_ws(server.ws("/ws/solo"), subprotocols=["chat.v1"])
         try:
             welcome, _ = await JsonClient(ws).greeted()
@@ -205,7 +208,7 @@ async def test_a_worker_that_stops_takes_its_sessions_away_and_leaves_its_counts
                 pids = {worker["pid"] for worker in workers}
                 return workers if len(pids) == 2 and leaving.pid not in pids else []
 
-            workers = await asyncio.to_thread(eventually, replaced, 10.0)
+            workers = await eventually(replaced, 10.0)
             assert workers, staying.status()["workers"]
             assert [w["sessions"] for w in workers] == [0, 0]
             values = await asyncio.to_thread(staying.scrape)

@@ -17,6 +17,7 @@ from chat.envelope import PresenceChange, Publication, RunStarted
 from chat.settings import Settings
 from tests.clock import FakeClock
 from tests.redis_server import RedisServer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +75,7 @@ class Running:
         else:
             await self.publish(SENTINEL, SENTINEL)
         kind = PresenceChange if presence else Publication
-        await eventually(
+        assert await eventually(
             lambda: any(isinstance(p, kind) and p.room == SENTINEL for p in self.delivered)
         )
 
@@ -133,12 +134,6 @@ async def running(run: Running) -> AsyncIterator[Running]:
                 await anyio.sleep(0.01)
         yield run
         group.cancel_scope.cancel()
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 3.0) -> None:
-    with anyio.fail_after(seconds):
-        while not check():
-            await anyio.sleep(0.01)
 
 
 async def test_publish_assigns_seq_rising_by_one_per_room(make: Callable[[str], Running]) -> None:
@@ -302,7 +297,7 @@ async def test_nodes_on_one_redis_share_rooms_presence_caps_and_the_node_list(
         await b.broker.subscribe("room")
         await a.publish("room", "from a")
         await b.publish("room", "from b")
-        await eventually(lambda: len(a.messages()) == 2 and len(b.messages()) == 2)
+        assert await eventually(lambda: len(a.messages()) == 2 and len(b.messages()) == 2)
         assert [(p.seq, p.text) for p in a.messages()] == [(p.seq, p.text) for p in b.messages()]
         assert (await a.broker.presence_enter("room", "ann"))[0]
         assert not (await b.broker.presence_enter("room", "ann"))[0]
@@ -333,7 +328,7 @@ async def test_a_node_that_stops_releases_what_it_held(two: tuple[Running, Runni
         async with running(b):
             await b.broker.presence_enter("room", "leaver")
             assert await b.broker.claim_session("leaver", 1)
-        await eventually(lambda: bool(a.changes()))
+        assert await eventually(lambda: bool(a.changes()))
         assert a.changes() == [PresenceChange("room", "leave", "leaver", "")]
         assert await a.broker.presence_users("room") == []
         assert await a.broker.claim_session("leaver", 1)
@@ -353,7 +348,7 @@ async def test_a_node_that_died_is_reaped_by_the_others(
         fresh_redis.command("HSET", "chat:room:room:presence", "ghost", 2, "alive", 1)
         fresh_redis.command("HSET", "chat:node:node-dead:claims", "ghost", 2)
         fresh_redis.command("HSET", "chat:sessions", "ghost", 2)
-        await eventually(lambda: bool(a.changes()))
+        assert await eventually(lambda: bool(a.changes()))
         assert a.changes() == [PresenceChange("room", "leave", "ghost", "")]
         assert await a.broker.presence_users("room") == ["alive"]
         assert await a.broker.claim_session("ghost", 1)
@@ -417,15 +412,15 @@ async def test_a_redis_restarted_from_an_older_snapshot_starts_new_runs(
         fresh_redis.command("SAVE")
         for n in range(3):
             await a.publish("room", f"lost {n}")
-        await eventually(lambda: len(b.messages()) == 6)
+        assert await eventually(lambda: len(b.messages()) == 6)
         reconnects = a.broker.reconnects, b.broker.reconnects  # type: ignore[attr-defined]
         fresh_redis.kill()
         fresh_redis.start(keep_data=True)  # loads the snapshot: seq is back at 3
-        await eventually(lambda: resubscribed(a, b, reconnects), seconds=10)
+        assert await eventually(lambda: resubscribed(a, b, reconnects), timeout=10)
         after = await a.publish("room", "after the restart")
         assert after.seq == 4
         assert after.epoch != old[0].epoch
-        await eventually(lambda: b.messages()[-1].text == "after the restart")
+        assert await eventually(lambda: b.messages()[-1].text == "after the restart")
         recovery = await a.broker.recover("room", 3, old[0].epoch)
         assert not recovery.complete
 
@@ -437,15 +432,15 @@ async def test_messages_of_a_new_run_published_before_a_node_resubscribed_are_de
     async with running(a), running(b):
         await b.broker.subscribe("room")
         await a.publish("room", "before")
-        await eventually(lambda: len(b.messages()) == 1)
+        assert await eventually(lambda: len(b.messages()) == 1)
         reconnects = a.broker.reconnects, b.broker.reconnects  # type: ignore[attr-defined]
         fresh_redis.kill()
         fresh_redis.start()  # empty: every room starts a new run
-        await eventually(lambda: resubscribed(a, None, reconnects), seconds=10)
+        assert await eventually(lambda: resubscribed(a, None, reconnects), timeout=10)
         # b may not have resubscribed yet: publish straight away.
         for n in range(3):
             await a.publish("room", f"new {n}")
-        await eventually(lambda: len(b.messages()) == 4, seconds=10)
+        assert await eventually(lambda: len(b.messages()) == 4, timeout=10)
         assert [p.text for p in b.messages()] == ["before", "new 0", "new 1", "new 2"]
         assert [p.seq for p in b.messages()[1:]] == [1, 2, 3]
         # The new run was announced before its first message, its seq counted from 0.
@@ -464,7 +459,7 @@ async def test_a_node_reaped_while_alive_announces_its_users_again(
         await b.broker.presence_enter("room", "bob")
         # b looks dead for a moment (a stall): a reaps it, b comes back.
         fresh_redis.command("ZADD", "chat:nodes", 1, "node-b")
-        await eventually(lambda: len(a.changes()) == 2, seconds=5)
+        assert await eventually(lambda: len(a.changes()) == 2, timeout=5)
         assert [(c.event, c.user) for c in a.changes()] == [("leave", "bob"), ("join", "bob")]
         assert await a.broker.presence_users("room") == ["bob"]
 
