@@ -248,15 +248,22 @@ class Feed:
                 return
         self._deliver(item)
 
-    def _deliver(self, item: Publication | PresenceChange | RunStarted) -> None:
+    def _deliver(
+        self, item: Publication | PresenceChange | RunStarted, *, any_run: bool = False
+    ) -> None:
+        """Hand ``item`` on unless it was handed on already, or is of a run not
+        announced (unless ``any_run``: a fill that failed hands on what waited)."""
         if isinstance(item, Publication):
+            if item.room not in self.rooms:
+                return  # unsubscribed meanwhile
             cursor = self._cursors.get(item.room)
             if cursor is None:
                 self._cursors[item.room] = cursor = Cursor(item.epoch, item.seq - 1)
             place = cursor.place(item)
-            if place is Place.SEEN or place is Place.OTHER_RUN:
-                # Delivered already, or of a run the fill has not announced (the
-                # fill delivers from its stream what this one would have been).
+            if place is Place.OTHER_RUN and any_run:
+                # The sessions notice the new run themselves (a joined first).
+                cursor.restart(item.epoch, item.seq - 1)
+            elif place is Place.SEEN or place is Place.OTHER_RUN:
                 return
             cursor.advance(item)
         if self.deliver is not None:
@@ -274,6 +281,7 @@ class Feed:
         Whatever is kept is delivered, even when the history no longer covers
         the whole gap (clients see the gap in ``seq`` and recover themselves).
         """
+        failed = False
         try:
             async with self._fill_slots:
                 cursor = self._cursors[room]
@@ -281,13 +289,20 @@ class Feed:
                 if current != cursor.epoch:
                     latest, current, kept = await self._streams.kept_after(room, 0)
                     users = await self._users(room)
-                    start = kept[0].seq - 1 if kept else latest
+                    # The new run goes on from its first message known here: kept,
+                    # or waiting (with no history kept), else after its latest.
+                    firsts = [p.seq for p in kept[:1]] + [
+                        p.seq
+                        for p in self._filling.get(room, ())
+                        if isinstance(p, Publication) and p.epoch == current
+                    ]
+                    start = min(firsts) - 1 if firsts else latest
                     cursor.restart(current, start)
                     self._deliver(RunStarted(room, current, start, tuple(users)))
                 for publication in kept:
                     self._deliver(publication)
         except (BrokerUnavailable, KeyError):
-            pass  # what waited still goes out; the next reconnect fills again
+            failed = True  # what waited still goes out; the next reconnect fills again
         finally:
             for item in self._filling.pop(room, []):
-                self._deliver(item)
+                self._deliver(item, any_run=failed)
