@@ -28,9 +28,9 @@ from chat.core import SessionCore
 from chat.envelope import Publication, RunStarted
 from chat.errors import CloseCode, InternalError, SessionClosed
 from chat.flusher import Flusher
+from chat.protocol import Subprotocol
 from chat.registry import Registry
 from chat.requests import (
-    Abort,
     Announce,
     ListMembers,
     Publish,
@@ -114,16 +114,21 @@ class Connection:
         if self.core.notify(frame):
             self.writer.schedule()
 
-    def restarted(self, run: RunStarted) -> None:
-        """A room's new run; never waits."""
+    def restarted(self, run: RunStarted) -> bool:
+        """A room's new run; never waits. True when the client knows the run's users now
+        (a plain-text client hears no presence: true for it too)."""
         if self.core.restarted(run):
             self.writer.schedule()
+            return True
+        return self.session.protocol is Subprotocol.TEXT
 
     def on_timer(self, now: float) -> None:
         """The session's timers at ``now`` (the supervisor calls this every tick)."""
-        self.core.tick(now)
-        self._carry_out_now()
-        self.writer.schedule()
+        core = self.core
+        if core.tick(now):
+            self.abort()
+        elif core.outbox or core.close_frame is not None:
+            self.writer.schedule()  # a ping, or a close begun
 
     def close(self, error: SessionClosed) -> None:
         """Start closing with ``error``'s code; idempotent, never waits."""
@@ -150,9 +155,9 @@ class Connection:
         disconnect: Disconnect | None = None
         try:
             self.core.accept(handshake, clock.now(), clock.time(), closing)
-            await self._carry_out()
-            self.writer.schedule()
             with anyio.CancelScope() as self._scope:
+                await self._carry_out()  # the URL's room (an abort cuts it short)
+                self.writer.schedule()
                 disconnect = await self._read_loop()
         finally:
             self._finish(disconnect)
@@ -170,8 +175,7 @@ class Connection:
             core.receive(item, clock.now(), clock.time())
             if core.has_requests:
                 await self._carry_out()
-            if not self.writer.pending:
-                self.writer.schedule()
+            self.writer.schedule()
             if not transport.pending():
                 # The burst is read: the flusher writes what it caused now, in this
                 # turn of the event loop, not the next (a fifth of echo's throughput).
@@ -179,22 +183,19 @@ class Connection:
 
     async def _carry_out(self) -> None:
         """Carry out the core's requests, in order, reporting each outcome back (which
-        may make more: a join's presence announcement)."""
+        may make more: a join's presence announcement).
+
+        What the core queued meanwhile (a ``joined``, a ``pong``) is written
+        before each wait, not after the last.
+        """
         while requests := self.core.requests():
             for request in requests:
+                self.writer.schedule()
                 try:
                     await self._do(request)
                 except Exception:
                     log.exception("session %s: internal error", self.id)
                     self.core.close(InternalError(), self._host.clock.now())
-
-    def _carry_out_now(self) -> None:
-        """The requests that need no waiting (a timer asks for nothing else)."""
-        for request in self.core.requests():
-            if isinstance(request, Abort):
-                self.abort()
-            elif isinstance(request, Unsubscribe):
-                self._host.rooms.leave(request.room, self)
 
     async def _do(self, request: Request) -> None:
         host, core = self._host, self.core
@@ -207,10 +208,8 @@ class Connection:
                 core.replies.listed(request, await host.broker.presence_users(request.room))
             elif isinstance(request, Unsubscribe):
                 host.rooms.leave(request.room, self)
-            elif isinstance(request, Announce):
-                await self._announce(request)
             else:
-                self.abort()
+                await self._announce(request)
         except BrokerUnavailable as error:
             assert isinstance(request, Publish | Subscribe | ListMembers)
             core.replies.failed(request, error)
@@ -219,23 +218,24 @@ class Connection:
         """Join: subscribed first, so that nothing published meanwhile is lost; the
         history read next; presence counted only if the session is not closing."""
         host, core, room = self._host, self.core, request.room
+        subscribed = False
         try:
             await host.rooms.join(room, self)
-            try:
-                recovery = await host.broker.recover(room, request.since, request.epoch)
-                if core.closing is not None:
-                    host.rooms.leave(room, self)
-                    core.replies.abandoned(request)
-                    return
+            subscribed = True
+            recovery = await host.broker.recover(room, request.since, request.epoch)
+            if core.closing is None:
                 first, users = await host.broker.presence_enter(room, self.user)
-            except BaseException:
+        except BaseException as error:
+            if subscribed:
                 host.rooms.leave(room, self)
-                raise
-        except BrokerUnavailable:
+            if not isinstance(error, BrokerUnavailable):  # that one is answered as failed
+                core.replies.abandoned(request)
             raise
-        except BaseException:
+        if core.closing is not None:
+            # Closing while it joined: no presence, nothing more to send.
+            host.rooms.leave(room, self)
             core.replies.abandoned(request)
-            raise
+            return
         host.rooms.enter(room, self, users)
         core.replies.entered(request, recovery, first, users)
 

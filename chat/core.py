@@ -33,7 +33,6 @@ from chat.membership import Membership, Verdict
 from chat.outbox import SendQueue
 from chat.replies import Replies
 from chat.requests import (
-    Abort,
     Request,
 )
 from chat.session import ALLOWED, Session, SessionEvent, Totals, allowed
@@ -138,7 +137,8 @@ class SessionCore:
         A slow consumer's backlog is dropped; otherwise what is queued goes
         first. JSON sessions then get ``bye``; the driver sends the close frame
         once the outbox is empty, and the peer has ``CHAT_DRAIN_TIMEOUT`` from
-        ``now`` to answer (without ``now``, from the next :meth:`tick`).
+        ``now`` to answer (without ``now``, from the next :meth:`tick`), or none
+        when it is presumed dead (a heartbeat timeout: cut once the frame is out).
         """
         session = self.session
         if not allowed(session.state, SessionEvent.CLOSE):
@@ -215,13 +215,17 @@ class SessionCore:
         else:
             self._dialogue.hear(message, now, wall)
 
-    def tick(self, now: float) -> None:
-        """The session's timers at ``now`` (the supervisor calls this every tick)."""
+    def tick(self, now: float) -> bool:
+        """The session's timers at ``now`` (the supervisor calls this every tick).
+
+        True when the connection must be cut now: the peer did not answer the
+        close in time.
+        """
         self._now = now
         if self._closing is None:
             self._dialogue.tick(now)
-        elif self._closing.overdue(now):
-            self.request(Abort())
+            return False
+        return self._closing.overdue(now)
 
     def deliver(self, publication: Publication, frame: str) -> bool:
         """A room's message (``frame`` is its encoded ``message``); True when the outbox

@@ -1,7 +1,9 @@
 """What a session's core asks of its driver: the requests of :mod:`chat.core`. Pure values.
 
 Each is carried out by the driver (:mod:`chat.connection`), which reports
-back to the core the way each docstring says.
+back to the core's :class:`~chat.replies.Replies` the way each docstring says.
+(A peer that must be cut is not a request: :meth:`chat.core.SessionCore.tick`
+returns it.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from chat.protocol import FrameId
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Publish ``draft``; answer :meth:`SessionCore.published` or :meth:`SessionCore.failed`."""
+    """Publish ``draft``; answer :meth:`~chat.replies.Replies.published` or
+    :meth:`~chat.replies.Replies.failed`."""
 
     draft: Draft
 
@@ -22,8 +25,9 @@ class Publish:
 @dataclass(frozen=True, slots=True)
 class Subscribe:
     """Join ``room``: deliver it to this session, read its history after ``since`` (in run
-    ``epoch``), count the session in its presence. Answer :meth:`SessionCore.entered`,
-    :meth:`SessionCore.abandoned` (closing meanwhile) or :meth:`SessionCore.failed`."""
+    ``epoch``), count the session in its presence. Answer :meth:`~chat.replies.Replies.entered`,
+    :meth:`~chat.replies.Replies.abandoned` (closing meanwhile) or
+    :meth:`~chat.replies.Replies.failed`."""
 
     room: str
     since: int | None
@@ -35,7 +39,8 @@ class Subscribe:
 
 @dataclass(frozen=True, slots=True)
 class ListMembers:
-    """The session is in ``room`` already: answer :meth:`SessionCore.listed` with its users."""
+    """The session is in ``room`` already: answer :meth:`~chat.replies.Replies.listed`
+    with its users."""
 
     room: str
     since: int | None
@@ -57,9 +62,4 @@ class Announce:
     change: PresenceChange
 
 
-@dataclass(frozen=True, slots=True)
-class Abort:
-    """Cut the connection now (the peer did not answer the close in time)."""
-
-
-Request = Publish | Subscribe | ListMembers | Unsubscribe | Announce | Abort
+Request = Publish | Subscribe | ListMembers | Unsubscribe | Announce

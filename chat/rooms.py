@@ -59,8 +59,12 @@ class Member(Protocol):
         """Queue an encoded event (``presence``) if this member speaks JSON; never waits."""
         ...
 
-    def restarted(self, run: RunStarted) -> None:
-        """The room began a new run of its ``seq``: tell the client before its first message."""
+    def restarted(self, run: RunStarted) -> bool:
+        """The room began a new run of its ``seq``: tell the client before its first message.
+
+        True when the client knows ``run.users`` now (False: it followed that run
+        already, and what it was told of presence stands).
+        """
         ...
 
 
@@ -208,15 +212,29 @@ class Rooms:
             self._change_presence(state, item)
             return
         if isinstance(item, RunStarted):
-            state.told_all, state.told_any = set(item.users), set(item.users)
-            for member in list(state.members):
-                member.restarted(item)
+            self._restart(state, item)
             return
         if not state.members:
             return
         frame = encode_message(item)
         for member in state.members:
             member.deliver(item, frame)
+
+    def _restart(self, state: _Room, run: RunStarted) -> None:
+        """Every member hears of the new run; what they were told of presence is the run's
+        users if each present member was told them, else merged with them."""
+        told_everyone = True
+        for member in list(state.members):
+            if not member.restarted(run) and member in state.present:
+                told_everyone = False
+        if not state.present:
+            return
+        users = set(run.users)
+        if told_everyone or state.told_all is None or state.told_any is None:
+            state.told_all, state.told_any = users, set(users)
+        else:
+            state.told_all &= users
+            state.told_any |= users
 
     def _change_presence(self, state: _Room, change: PresenceChange) -> None:
         told_all, told_any = state.told_all, state.told_any

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from chat.brokers import BrokerUnavailable, Draft, Publication
+from chat.envelope import PresenceChange
 from chat.replies import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL
 from chat.session import SessionState
 from chat.transport import Endpoint
@@ -74,6 +75,27 @@ async def test_a_retried_send_is_acked_with_the_first_seq_from_any_session_of_it
             assert [(a["id"], a["seq"]) for a in client.of_type("ack")][-1] == ("m-1", 1)
         assert [m["text"] for m in bob.of_type("message")] == ["once"]
         assert again.of_type("message") == []
+
+
+async def test_what_a_join_queued_is_written_before_its_presence_is_announced() -> None:
+    announced = anyio.Event()
+
+    async with running() as harness:
+        original = harness.node.broker.announce
+
+        async def slow_announce(change: PresenceChange) -> None:
+            await announced.wait()  # a broker slow to publish the presence change
+            await original(change)
+
+        harness.node.broker.announce = slow_announce  # type: ignore[method-assign]
+        client, _ = await harness.connect(user="ann")
+        assert [f["type"] for f in client.frames()] == ["welcome", "joined"]
+        client.send_json({"type": "ping"})
+        await settle()
+        assert client.of_type("pong") == []  # the reader is still announcing
+        announced.set()
+        await settle()
+        assert client.of_type("pong") == [{"type": "pong"}]
 
 
 async def test_plain_text_and_json_members_share_a_room() -> None:

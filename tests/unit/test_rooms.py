@@ -457,3 +457,21 @@ async def test_what_departed_members_were_told_does_not_filter_for_the_next_ones
         rooms.dispatch(PresenceChange("lobby", "leave", "ghost", ""))
         await settle()
         assert bo.of_type("presence") == []
+
+
+async def test_a_new_run_a_member_already_follows_keeps_what_it_was_told_of_presence() -> None:
+    async with running() as harness:
+        rooms = harness.node.rooms
+        alice, _ = await harness.connect(user="alice")
+        rooms.dispatch(PresenceChange("lobby", "join", "bob", ""))
+        epoch = alice.of_type("joined")[0]["epoch"]
+        # alice already follows this run (she joined during the fill): she is not told,
+        # and the run's list (read before bob's node re-asserted him) lacks bob.
+        rooms.dispatch(RunStarted("lobby", epoch, 0, ("alice",)))
+        rooms.dispatch(PresenceChange("lobby", "leave", "bob", ""))
+        await settle()
+        assert len(alice.of_type("joined")) == 1
+        assert [(p["event"], p["user"]) for p in alice.of_type("presence")] == [
+            ("join", "bob"),
+            ("leave", "bob"),
+        ]
