@@ -43,6 +43,9 @@ from chat.transport import CONNECTION_LOST, Disconnect, Handshake
 MembersOf = Callable[[str], list[str]]
 
 
+_SEND = Verdict.SEND
+
+
 class SessionCore:
     """One session from accept to close; see the module docstring."""
 
@@ -50,6 +53,7 @@ class SessionCore:
         "_closing",
         "_dialogue",
         "_now",
+        "_plain",
         "_requests",
         "_settings",
         "_totals",
@@ -84,6 +88,7 @@ class SessionCore:
         #: The latest time the core was told (for what happens between ticks).
         self._now = session.connected_at
         self._dialogue = Dialogue(self, settings, auth, identity)
+        self._plain = self._dialogue.plain
         #: Where the driver reports how its requests went (:class:`~chat.replies.Replies`).
         self.replies = Replies(self, settings, members_of, plain=self._dialogue.plain)
 
@@ -102,8 +107,13 @@ class SessionCore:
         return bool(self._requests)
 
     def requests(self) -> list[Request]:
-        """The requests made since the last call, in order (the driver carries them out)."""
-        taken, self._requests = self._requests, []
+        """The requests made since the last call, in order (the driver carries them out).
+
+        Read it, do not keep it: when there are none, it is the core's own (empty) list.
+        """
+        taken = self._requests
+        if taken:
+            self._requests = []
         return taken
 
     def request(self, request: Request) -> None:
@@ -235,8 +245,13 @@ class SessionCore:
         a message of a new run of the room comes after a fresh ``joined``.
         """
         verdict = self.members.place(publication, frame)
-        if verdict is Verdict.SEND:
-            return self.queue(publication.text if self._dialogue.plain else frame)
+        if verdict is _SEND:
+            # queue(), inline: this runs once per delivery.
+            if not ALLOWED[self.session.state].sends:
+                return False
+            if self.outbox.put_nowait(publication.text if self._plain else frame):
+                return True
+            return self.overflowed()
         if verdict is Verdict.NEW_RUN:
             return self.replies.new_run(publication, frame)
         if verdict is Verdict.OVERFLOW:

@@ -32,6 +32,11 @@ class Verdict(Enum):
     NEW_RUN = "new_run"
 
 
+# Looked up once: place() runs once per delivery.
+_SEND, _DROP, _NEW_RUN = Verdict.SEND, Verdict.DROP, Verdict.NEW_RUN
+_SEEN, _OTHER_RUN = Place.SEEN, Place.OTHER_RUN
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """How a join came out: what to tell the client, in this order."""
@@ -106,14 +111,11 @@ class Membership:
                 return Verdict.HELD
         cursor = self._cursors.get(room)
         if cursor is None:
-            return Verdict.DROP
-        place = cursor.place(publication)
-        if place is Place.SEEN:
-            return Verdict.DROP
-        if place is Place.OTHER_RUN:
-            return Verdict.NEW_RUN
-        cursor.advance(publication)
-        return Verdict.SEND
+            return _DROP
+        place = cursor.take(publication)
+        if place is _SEEN:
+            return _DROP
+        return _NEW_RUN if place is _OTHER_RUN else _SEND
 
     def restart(self, room: str, epoch: str, seq: int) -> bool:
         """Follow a new run of a joined ``room``; False (nothing changed) if it is the

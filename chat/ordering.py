@@ -30,6 +30,10 @@ class Place(Enum):
     OTHER_RUN = "other_run"
 
 
+# Looked up once: an enum member read from its class costs a descriptor call.
+_NEXT, _AHEAD, _SEEN, _OTHER_RUN = Place.NEXT, Place.AHEAD, Place.SEEN, Place.OTHER_RUN
+
+
 class Cursor:
     """The run (``epoch``) of a room and the last ``seq`` handed on in it."""
 
@@ -42,10 +46,23 @@ class Cursor:
     def place(self, publication: Publication) -> Place:
         """Where ``publication`` stands; changes nothing."""
         if publication.epoch != self.epoch:
-            return Place.OTHER_RUN
+            return _OTHER_RUN
         if publication.seq <= self.seq:
-            return Place.SEEN
-        return Place.NEXT if publication.seq == self.seq + 1 else Place.AHEAD
+            return _SEEN
+        return _NEXT if publication.seq == self.seq + 1 else _AHEAD
+
+    def take(self, publication: Publication) -> Place:
+        """:meth:`place`, and past ``publication`` when it is further on in the same run
+        (:attr:`Place.NEXT` or :attr:`Place.AHEAD`): what a consumer that hands
+        everything on does, in one step (it runs once per delivery)."""
+        if publication.epoch != self.epoch:
+            return _OTHER_RUN
+        seq = publication.seq
+        if seq <= self.seq:
+            return _SEEN
+        place = _NEXT if seq == self.seq + 1 else _AHEAD
+        self.seq = seq
+        return place
 
     def advance(self, publication: Publication) -> None:
         """``publication`` (of this run) was handed on."""

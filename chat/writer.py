@@ -31,6 +31,7 @@ class Writer:
     """Writes one session's outbox; see the module docstring. ``failed`` cuts the session."""
 
     __slots__ = (
+        "_batch",
         "_core",
         "_failed",
         "_flusher",
@@ -62,6 +63,8 @@ class Writer:
         #: A writer task runs: it sends everything queued, then ends.
         self._writing = False
         self._scope: anyio.CancelScope | None = None
+        #: ``chat.v1.batch``: the outbox goes out in as few frames as fit.
+        self._batch = core.session.protocol is Subprotocol.BATCH
 
     def schedule(self) -> None:
         """Have the flusher visit this session this turn (it writes, or starts the task)."""
@@ -136,9 +139,7 @@ class Writer:
 
     def _encoded(self, frames: list[str]) -> list[str]:
         """``frames`` as the WebSocket messages this session's protocol sends."""
-        if self._core.session.protocol is Subprotocol.BATCH:
-            return list(_batches(frames))
-        return frames
+        return list(_batches(frames)) if self._batch else frames
 
 
 def _batches(frames: list[str]) -> Iterator[str]:

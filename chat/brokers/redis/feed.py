@@ -47,6 +47,10 @@ BACKOFF_CAP = 5.0
 FILL_CONCURRENCY = 16
 
 
+# Looked up once: placing runs for every message of every room.
+_NEXT, _SEEN, _OTHER_RUN = Place.NEXT, Place.SEEN, Place.OTHER_RUN
+
+
 class Feed:
     """The subscription of one node; :meth:`run` it in the broker's task group."""
 
@@ -239,9 +243,9 @@ class Feed:
         cursor = self._cursors.get(room)
         if isinstance(item, Publication) and cursor is not None:
             place = cursor.place(item)
-            if place is Place.SEEN:
+            if place is _SEEN:
                 return
-            if place is not Place.NEXT:
+            if place is not _NEXT:
                 # Missed messages (a deaf spell), or a new run begun meanwhile.
                 self._start_fill(room)
                 self._filling[room].append(item)
@@ -260,10 +264,10 @@ class Feed:
             if cursor is None:
                 self._cursors[item.room] = cursor = Cursor(item.epoch, item.seq - 1)
             place = cursor.place(item)
-            if place is Place.OTHER_RUN and any_run:
+            if place is _OTHER_RUN and any_run:
                 # The sessions notice the new run themselves (a joined first).
                 cursor.restart(item.epoch, item.seq - 1)
-            elif place is Place.SEEN or place is Place.OTHER_RUN:
+            elif place is _SEEN or place is _OTHER_RUN:
                 return
             cursor.advance(item)
         if self.deliver is not None:
