@@ -1,4 +1,4 @@
-"""Health, readiness, status and metrics endpoints (README.md, Endpoints).
+"""Health, readiness, status and metrics endpoints (README.md, Endpoints; docs/operations.md).
 
 Open when no credentials are configured (the default binds to loopback).
 With ``CHAT_STATUS_TOKEN`` set they need ``Authorization: Bearer <token>``.

@@ -1,4 +1,4 @@
-"""JWT verification and room authorization (README.md, Authentication); ``now`` passed in."""
+"""JWT verification and room authorization (docs/auth.md); ``now`` passed in."""
 
 from __future__ import annotations
 
