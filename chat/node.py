@@ -70,12 +70,7 @@ class Node:
         self.flusher = Flusher()
         self.auth = Authenticator(settings)
         self.supervisor = Supervisor(self.registry, self.clock, settings.supervisor_tick)
-        self.timers = Timers(
-            heartbeat_interval=settings.heartbeat_interval,
-            heartbeat_timeout=settings.heartbeat_timeout,
-            idle_after=settings.idle_after,
-            idle_timeout=settings.idle_timeout,
-        )
+        self.timers = Timers.of(settings)
         self.started_at = self.clock.time()
         self.started_mono = self.clock.now()
         self.draining = False

@@ -14,8 +14,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from chat.protocol import Subprotocol
+
+if TYPE_CHECKING:
+    from chat.settings import Settings
 
 
 class SessionState(StrEnum):
@@ -148,6 +152,16 @@ class Timers:
     heartbeat_timeout: float
     idle_after: float
     idle_timeout: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> Timers:
+        """The timers ``settings`` configure."""
+        return cls(
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            idle_after=settings.idle_after,
+            idle_timeout=settings.idle_timeout,
+        )
 
 
 @dataclass(frozen=True, slots=True)

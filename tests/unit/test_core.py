@@ -78,19 +78,13 @@ def make_core(
     (of any other room: nobody).
     """
     settings = make_settings(**overrides)
-    timers = Timers(
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_timeout=settings.heartbeat_timeout,
-        idle_after=settings.idle_after,
-        idle_timeout=settings.idle_timeout,
-    )
     session = Session(
         id="s1",
         user="alice",
         protocol=protocol,
         remote="127.0.0.1:5000",
         node="node-a",
-        timers=timers,
+        timers=Timers.of(settings),
         now=T0,
     )
     return SessionCore(
