@@ -218,13 +218,14 @@ class Connection:
         """Join: subscribed first, so that nothing published meanwhile is lost; the
         history read next; presence counted only if the session is not closing."""
         host, core, room = self._host, self.core, request.room
-        subscribed = False
+        subscribed = counted = False
         try:
             await host.rooms.join(room, self)
             subscribed = True
             recovery = await host.broker.recover(room, request.since, request.epoch)
             if core.closing is None:
                 first, users = await host.broker.presence_enter(room, self.user)
+                counted = True
         except BaseException as error:
             if subscribed:
                 host.rooms.leave(room, self)
@@ -232,7 +233,10 @@ class Connection:
                 core.replies.abandoned(request)
             raise
         if core.closing is not None:
-            # Closing while it joined: no presence, nothing more to send.
+            # Closing while it joined: nothing more to send; presence counted
+            # meanwhile is entered, so that leaving releases it.
+            if counted:
+                host.rooms.enter(room, self, users)
             host.rooms.leave(room, self)
             core.replies.abandoned(request)
             return

@@ -11,6 +11,7 @@ import pytest
 from chat.brokers import BrokerUnavailable, Draft, Recovery
 from chat.brokers.memory import InMemoryBroker
 from chat.envelope import PresenceChange, Publication, RunStarted
+from chat.session import SessionState
 from tests.clock import FakeClock, settle
 from tests.domain import running
 from tests.fakes import FakeTransport
@@ -264,6 +265,38 @@ class GatedBroker(InMemoryBroker):
         if self.fail_unsubscribe:
             raise BrokerUnavailable("unsubscribe failed")
         await super().unsubscribe(room)
+
+
+class SlowPresenceBroker(InMemoryBroker):
+    """Memory broker whose ``presence_enter`` counts the user, then waits for the test."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, history_size=100, history_ttl=300, history_max_bytes=1 << 20)
+        self.gate = anyio.Event()
+        self.entering = anyio.Event()
+
+    async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
+        counted = await super().presence_enter(room, user)
+        self.entering.set()
+        await self.gate.wait()
+        return counted
+
+
+async def test_a_session_closed_while_presence_is_counted_releases_it() -> None:
+    clock = FakeClock()
+    broker = SlowPresenceBroker(clock)
+    async with running(broker=broker, clock=clock, idle_after=5, idle_timeout=10) as harness:
+        client, session = await harness.connect("lobby", user="alice")
+        await broker.entering.wait()
+        assert await broker.presence_users("lobby") == ["alice"]
+        await harness.advance(11)  # the idle timeout: the close starts mid-join
+        assert session.state is SessionState.CLOSING
+        broker.gate.set()
+        await settle()
+        await harness.advance(3)  # past the drain timeout, whatever the client answered
+        assert (session.state, session.close_reason) == (SessionState.CLOSED, "idle_timeout")
+        assert await broker.presence_users("lobby") == []
+        assert client.of_type("joined") == []
 
 
 def draft(room: str, text: str) -> Draft:
