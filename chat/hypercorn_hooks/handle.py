@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 from contextlib import suppress
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from hypercorn.asyncio.tcp_server import TCPServer
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionState
+
+if TYPE_CHECKING:
+    from hypercorn.asyncio.tcp_server import TCPServer
 
 #: :meth:`ConnectionHandle.write_now` is not used while more than this waits
 #: unsent in the socket's buffer: the session's writer then waits for it to drain.
@@ -142,6 +144,9 @@ def current_connection() -> ConnectionHandle | None:
 
 def patch_tcp_server() -> None:
     """Give each connection Hypercorn serves a :class:`ConnectionHandle`."""
+    # Imported here, not at import: install() checks the private names first.
+    from hypercorn.asyncio.tcp_server import TCPServer
+
     original_run = TCPServer.run
 
     async def run(self: TCPServer) -> None:

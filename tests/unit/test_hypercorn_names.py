@@ -7,6 +7,9 @@ updating (``chat/hypercorn_hooks/``), before anything serves.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.extensions import PerMessageDeflate
@@ -58,3 +61,18 @@ def test_a_wsproto_connection_keeps_its_state_where_the_hook_sets_it() -> None:
         "wsproto's Connection has no _state: update"
         " chat/hypercorn_hooks/websocket.py (RecordingConnection._fail)"
     )
+
+
+def test_importing_the_app_loads_none_of_the_modules_the_hooks_patch() -> None:
+    # install() checks the names before it patches; a module imported earlier,
+    # at import of the app, would fail the app's start instead of being skipped.
+    script = (
+        "import sys, chat.hypercorn_hooks, chat.app;"
+        "print(','.join(m for m in sys.modules if m.startswith('hypercorn')))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    patched = {name.module for name in PRIVATE_NAMES if name.module.startswith("hypercorn")}
+    assert patched, "the hooks patch Hypercorn modules"
+    assert set(found.split(",")) & patched == set()
