@@ -28,7 +28,6 @@ from chat.core import SessionCore
 from chat.envelope import Publication, RunStarted
 from chat.errors import CloseCode, InternalError, SessionClosed
 from chat.flusher import Flusher
-from chat.protocol import Subprotocol
 from chat.registry import Registry
 from chat.requests import (
     Announce,
@@ -115,19 +114,18 @@ class Connection:
             self.writer.schedule()
 
     def restarted(self, run: RunStarted) -> bool:
-        """A room's new run; never waits. True when the client knows the run's users now
-        (a plain-text client hears no presence: true for it too)."""
-        if self.core.restarted(run):
+        """A room's new run; never waits (see :meth:`SessionCore.restarted`)."""
+        told = self.core.restarted(run)
+        if self.core.has_output:
             self.writer.schedule()
-            return True
-        return self.session.protocol is Subprotocol.TEXT
+        return told
 
     def on_timer(self, now: float) -> None:
         """The session's timers at ``now`` (the supervisor calls this every tick)."""
         core = self.core
         if core.tick(now):
             self.abort()
-        elif core.outbox or core.close_frame is not None:
+        elif core.has_output:
             self.writer.schedule()  # a ping, or a close begun
 
     def close(self, error: SessionClosed) -> None:
@@ -157,7 +155,8 @@ class Connection:
             self.core.accept(handshake, clock.now(), clock.time(), closing)
             with anyio.CancelScope() as self._scope:
                 await self._carry_out()  # the URL's room (an abort cuts it short)
-                self.writer.schedule()
+                if self.core.has_output:
+                    self.writer.schedule()
                 disconnect = await self._read_loop()
         finally:
             self._finish(disconnect)
@@ -175,7 +174,8 @@ class Connection:
             core.receive(item, clock.now(), clock.time())
             if core.has_requests:
                 await self._carry_out()
-            self.writer.schedule()
+            if core.has_output:
+                self.writer.schedule()
             if not transport.pending():
                 # The burst is read: the flusher writes what it caused now, in this
                 # turn of the event loop, not the next (a fifth of echo's throughput).
@@ -190,7 +190,8 @@ class Connection:
         """
         while requests := self.core.requests():
             for request in requests:
-                self.writer.schedule()
+                if self.core.has_output:
+                    self.writer.schedule()
                 try:
                     await self._do(request)
                 except Exception:

@@ -17,8 +17,6 @@ run, frames may be queued.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from chat.auth import Authenticator, Identity
 from chat.dialogue import Dialogue
 from chat.envelope import Publication, RunStarted
@@ -31,17 +29,14 @@ from chat.errors import (
 )
 from chat.membership import Membership, Verdict
 from chat.outbox import SendQueue
-from chat.replies import Replies
+from chat.protocol import Subprotocol
+from chat.replies import MembersOf, Replies
 from chat.requests import (
     Request,
 )
 from chat.session import ALLOWED, Session, SessionEvent, Totals, allowed
 from chat.settings import Settings
 from chat.transport import CONNECTION_LOST, Disconnect, Handshake
-
-#: The users a room's members on this node were told are present (``chat.rooms.Rooms.users``).
-MembersOf = Callable[[str], list[str]]
-
 
 _SEND = Verdict.SEND
 
@@ -53,12 +48,12 @@ class SessionCore:
         "_closing",
         "_dialogue",
         "_now",
-        "_plain",
         "_requests",
         "_settings",
         "_totals",
         "members",
         "outbox",
+        "plain",
         "replies",
         "session",
     )
@@ -70,7 +65,6 @@ class SessionCore:
         auth: Authenticator,
         totals: Totals,
         members_of: MembersOf,
-        identity: Identity | None = None,
     ) -> None:
         self.session = session
         self._settings = settings
@@ -87,10 +81,11 @@ class SessionCore:
         self._requests: list[Request] = []
         #: The latest time the core was told (for what happens between ticks).
         self._now = session.connected_at
-        self._dialogue = Dialogue(self, settings, auth, identity)
-        self._plain = self._dialogue.plain
+        #: Plain text: no JSON frame (welcome, joined, presence, error, bye) is ever sent.
+        self.plain = session.protocol is Subprotocol.TEXT
+        self._dialogue = Dialogue(self, settings, auth)
         #: Where the driver reports how its requests went (:class:`~chat.replies.Replies`).
-        self.replies = Replies(self, settings, members_of, plain=self._dialogue.plain)
+        self.replies = Replies(self, settings.send_queue, members_of)
 
     @property
     def identity(self) -> Identity | None:
@@ -203,6 +198,11 @@ class SessionCore:
             return None
         return int(closing.error.code), closing.error.description
 
+    @property
+    def has_output(self) -> bool:
+        """True when the driver has something to write: frames, or the close frame."""
+        return bool(self.outbox) or self.close_frame is not None
+
     def close_frame_sent(self) -> None:
         """The close frame went out: the peer's reply is awaited."""
         if self._closing is not None:
@@ -249,7 +249,7 @@ class SessionCore:
             # queue(), inline: this runs once per delivery.
             if not ALLOWED[self.session.state].sends:
                 return False
-            if self.outbox.put_nowait(publication.text if self._plain else frame):
+            if self.outbox.put_nowait(publication.text if self.plain else frame):
                 return True
             return self.overflowed()
         if verdict is Verdict.NEW_RUN:
@@ -259,12 +259,13 @@ class SessionCore:
         return False
 
     def restarted(self, run: RunStarted) -> bool:
-        """A room began a new run of its ``seq``; True if the client was told (``joined``)."""
+        """A room began a new run of its ``seq``: a fresh ``joined``. True when the client
+        knows the run's users now (a plain-text client hears no presence: always)."""
         return self.replies.restarted(run)
 
     def notify(self, frame: str) -> bool:
         """An event frame (``presence``) for JSON sessions; True when the outbox changed."""
-        return not self._dialogue.plain and self.queue(frame)
+        return not self.plain and self.queue(frame)
 
     def queue(self, frame: str) -> bool:
         """Queue one frame for the client; a full outbox closes the session 1013.

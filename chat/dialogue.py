@@ -39,7 +39,6 @@ from chat.protocol import (
     Pong,
     Refresh,
     Send,
-    Subprotocol,
     Welcome,
     decode_client_frame,
     encode,
@@ -66,6 +65,9 @@ class Core(Protocol):
     def session(self) -> Session: ...
 
     @property
+    def plain(self) -> bool: ...
+
+    @property
     def members(self) -> Membership: ...
 
     @property
@@ -76,6 +78,9 @@ class Core(Protocol):
     def deliver(self, publication: Publication, frame: str) -> bool: ...
 
     def request(self, request: Request) -> None: ...
+
+    @property
+    def closing(self) -> SessionClosed | None: ...
 
     def close(self, error: SessionClosed, now: float | None = None) -> None: ...
 
@@ -90,10 +95,8 @@ class Dialogue:
         "_core",
         "_hear",
         "_limiter",
-        "_members_of",
         "_settings",
         "identity",
-        "plain",
     )
 
     def __init__(
@@ -101,15 +104,12 @@ class Dialogue:
         core: Core,
         settings: Settings,
         auth: Authenticator,
-        identity: Identity | None,
     ) -> None:
         self._core = core
         self._settings = settings
         self._auth = auth
         #: Who the session's token speaks for; None in open mode.
-        self.identity = identity
-        #: Plain text: no JSON frame (welcome, joined, presence, error, bye) is ever sent.
-        self.plain = core.session.protocol is Subprotocol.TEXT
+        self.identity: Identity | None = None
         self._limiter = RateLimiter(settings.rate, settings.burst, core.session.connected_at)
         self._hear: Hear = self._hear_json
 
@@ -123,7 +123,7 @@ class Dialogue:
             self._hear = self._hear_echo
             return
         assert handshake.room is not None
-        if self.plain:
+        if self._core.plain:
             self._hear = self._hear_room_text
         else:
             self._welcome()
@@ -148,7 +148,7 @@ class Dialogue:
 
     def bye(self, error: SessionClosed) -> str | None:
         """The ``bye`` before the close frame of ``error``, if the client gets one."""
-        if error.bye_reason is None or self.plain:
+        if error.bye_reason is None or self._core.plain:
             return None
         bye = Bye(
             reason=error.bye_reason, reconnect=error.reconnect, retry_after_ms=error.retry_after_ms
@@ -236,7 +236,7 @@ class Dialogue:
         self._core.count_rate_limited()
         if verdict is Verdict.ABUSE:
             self._core.close(Flooding(), now)
-        elif not self.plain:
+        elif not self._core.plain:
             error = FrameError(ErrorCode.RATE_LIMITED, RATE_DETAIL, peek_id(raw or ""))
             self._core.queue(error_frame(error))
         return False
@@ -258,20 +258,20 @@ class Dialogue:
             raise FrameError(ErrorCode.FORBIDDEN, "this room is not allowed by the token", frame_id)
         if room in core.members:
             # Already a member: nothing to join or replay; say where the session is.
-            if not self.plain:
+            if not self._core.plain:
                 core.request(ListMembers(room, since, epoch, frame_id))
             return
         limit = self._settings.max_rooms_per_session
         if len(core.members.rooms) >= limit:
             raise FrameError(ErrorCode.FORBIDDEN, f"at most {limit} rooms at once", frame_id)
         core.members.joining(room)
-        core.request(Subscribe(room, None if self.plain else since, epoch, frame_id, from_url))
+        core.request(Subscribe(room, None if core.plain else since, epoch, frame_id, from_url))
 
     def _drop(self, room: str) -> None:
         """Leave a joined ``room`` and tell the client (``left``)."""
         self._core.members.leave(room)
         self._core.request(Unsubscribe(room))
-        if not self.plain:
+        if not self._core.plain:
             self._core.queue(encode(Left(room=room)))
 
     def _refresh(self, frame: Refresh, now: float, wall: float) -> None:

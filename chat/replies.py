@@ -16,7 +16,9 @@ from chat.envelope import PresenceChange, Publication, Recovery, RunStarted, enc
 from chat.errors import BrokerDown, ErrorCode, FrameError, retry_after_ms
 from chat.protocol import Ack, Joined, MemberInfo, encode, error_frame
 from chat.requests import Announce, ListMembers, Publish, Subscribe
-from chat.settings import Settings
+
+#: The users a room's members on this node were told are present (``chat.rooms.Rooms.users``).
+MembersOf = Callable[[str], list[str]]
 
 #: The ``detail`` of ``error`` ``unavailable`` when nothing was done.
 UNAVAILABLE_DETAIL = "the broker is unavailable, nothing was done: try again"
@@ -30,26 +32,23 @@ UNCERTAIN_DETAIL = (
 class Replies:
     """A session's answers; see the module docstring."""
 
-    __slots__ = ("_core", "_members_of", "_settings", "plain")
+    __slots__ = ("_core", "_members_of", "_send_queue")
 
     def __init__(
         self,
         core: Core,
-        settings: Settings,
-        members_of: Callable[[str], list[str]],
-        *,
-        plain: bool,
+        send_queue: int,
+        members_of: MembersOf,
     ) -> None:
         self._core = core
-        self._settings = settings
+        #: ``CHAT_SEND_QUEUE``: what a replay may fill of the outbox.
+        self._send_queue = send_queue
         self._members_of = members_of
-        #: Plain text: no JSON frame is ever sent.
-        self.plain = plain
 
     def published(self, request: Publish, publication: Publication) -> None:
         """``request`` was published (or was a retry) as ``publication``: the ``ack``
         (a plain-text frame gets none)."""
-        if not self.plain:
+        if not self._core.plain:
             ack = Ack(id=request.draft.id, room=publication.room, seq=publication.seq)
             self._core.queue(encode(ack))
 
@@ -58,7 +57,7 @@ class Replies:
     ) -> None:
         """``joined``, the replay, the live messages that waited; then presence."""
         core = self._core
-        room_for = self._settings.send_queue - len(core.outbox)
+        room_for = self._send_queue - len(core.outbox)
         entry = core.members.entered(request.room, recovery, room_for)
         self._joined(request.room, entry.seq, entry.epoch, entry.recovered, users)
         for publication in entry.replay:
@@ -83,10 +82,13 @@ class Replies:
         self._joined(request.room, cursor.seq, cursor.epoch, recovered, users)
 
     def restarted(self, run: RunStarted) -> bool:
-        """A new run of a joined room: a fresh ``joined``; True when the client was told."""
-        if not self._core.members.restart(run.room, run.epoch, run.seq):
-            return False
-        return self._joined(run.room, run.seq, run.epoch, False, list(run.users))
+        """A new run of a joined room: a fresh ``joined``. True when the client knows
+        the run's users now: told in ``joined``, or plain text (it hears no presence)."""
+        core = self._core
+        if not core.members.restart(run.room, run.epoch, run.seq):
+            return core.plain
+        told = self._joined(run.room, run.seq, run.epoch, False, list(run.users))
+        return core.plain or (told and core.closing is None)
 
     def new_run(self, publication: Publication, frame: str) -> bool:
         """A message of a new run that came without its notice: the notice, then it.
@@ -102,7 +104,7 @@ class Replies:
 
     def _joined(self, room: str, seq: int, epoch: str, recovered: bool, users: list[str]) -> bool:
         """Queue ``joined`` (JSON sessions); True when it was queued."""
-        if self.plain:
+        if self._core.plain:
             return False
         members = tuple(MemberInfo(user) for user in users)
         joined = Joined(room=room, seq=seq, epoch=epoch, recovered=recovered, members=members)
@@ -114,7 +116,7 @@ class Replies:
         be joined, is closed 1013 instead."""
         if isinstance(request, Subscribe):
             self._core.members.abandon(request.room)
-        if self.plain or (isinstance(request, Subscribe) and request.from_url):
+        if self._core.plain or (isinstance(request, Subscribe) and request.from_url):
             self._core.close(BrokerDown(retry_after_ms=retry_after_ms()))
             return
         self._core.queue(error_frame(unavailable(request, error)))

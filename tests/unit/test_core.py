@@ -1027,12 +1027,22 @@ def test_a_new_run_is_told_with_its_users_once() -> None:
 
 
 def test_a_plain_text_session_is_not_told_of_a_new_run() -> None:
-    # restarted: "True if the client was told (joined)"; plain text never gets joined.
+    # restarted: "True when the client knows the run's users now"; plain text never
+    # gets joined, and hears no presence: nothing to tell it.
     core = inside(TEXT, latest=5)
-    assert core.restarted(RunStarted("lobby", "run-2", 0, ("bob",))) is False
+    assert core.restarted(RunStarted("lobby", "run-2", 0, ("bob",))) is True
     assert core.outbox.take() == []
     assert deliver(core, 1, epoch="run-2") is True
     assert core.outbox.take() == ["m1"]
+
+
+def test_a_new_run_whose_joined_overflows_the_outbox_is_not_told() -> None:
+    core = inside(send_queue=2, history_size=1)
+    assert deliver(core, 6) is True
+    assert deliver(core, 7) is True
+    assert core.restarted(RunStarted("lobby", "run-2", 0, ("bob",))) is False
+    assert core.session.close_reason is None
+    assert core.closing is not None and core.closing.reason == "slow_consumer"
 
 
 def test_a_run_notice_for_the_run_the_session_is_in_or_a_room_not_joined_is_ignored() -> None:
