@@ -2,7 +2,7 @@
 
 A :class:`Connection` reads client frames in its reader (the calling task)
 and hands each to its :class:`~chat.core.SessionCore`, then carries out the
-core's requests (publish, join, list members, leave, announce, abort) in
+core's requests (publish, join, list members, leave, announce) in
 order, before it reads the next frame, and reports each outcome back.
 
 Everything for the client goes through the core's outbox, which the

@@ -6,9 +6,9 @@ its requests) and decides what follows: frames for the client, queued in
 :attr:`SessionCore.outbox`, and requests for its driver, taken with
 :meth:`SessionCore.requests`: publish a message, join a room (subscribe,
 recover, count presence), leave one, list a room's members, announce a
-presence change, cut the connection. The driver (:mod:`chat.connection`)
-carries them out and reports back; unit tests drive the core with plain
-values, no event loop and no sleeps.
+presence change; :meth:`SessionCore.tick` says when to cut the connection.
+The driver (:mod:`chat.connection`) carries them out and reports back; unit
+tests drive the core with plain values, no event loop and no sleeps.
 
 Every decision reads the session's state through the lifecycle table
 (:data:`chat.session.ALLOWED`): whether client frames are handled, timers
@@ -143,7 +143,8 @@ class SessionCore:
         first. JSON sessions then get ``bye``; the driver sends the close frame
         once the outbox is empty, and the peer has ``CHAT_DRAIN_TIMEOUT`` from
         ``now`` to answer (without ``now``, from the next :meth:`tick`), or none
-        when it is presumed dead (a heartbeat timeout: cut once the frame is out).
+        when it is presumed dead (a heartbeat timeout: the first :meth:`tick` at or
+        after the deadline says to cut it).
         """
         session = self.session
         if not allowed(session.state, SessionEvent.CLOSE):

@@ -31,7 +31,7 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     #: Internal error; reconnect with backoff.
     INTERNAL_ERROR = 1011
-    #: Try again later: slow consumer, or a plain-text send while the broker is down.
+    #: Try again later: slow consumer, or the broker down for a plain-text send or a URL room.
     TRY_AGAIN_LATER = 1013
     #: No ``pong`` within ``CHAT_HEARTBEAT_TIMEOUT``; reconnect.
     HEARTBEAT_TIMEOUT = 4001
@@ -194,7 +194,8 @@ class Flooding(SessionClosed):
 
 
 class BrokerDown(SessionClosed):
-    """A plain-text send while the broker is down (JSON sessions get ``error`` instead)."""
+    """The broker is down for a plain-text send, or for the room in a JSON session's URL
+    (a JSON session's later requests get ``error`` ``unavailable`` instead)."""
 
     code = CloseCode.TRY_AGAIN_LATER
     reason = "unavailable"
