@@ -150,12 +150,7 @@ def check(args: argparse.Namespace) -> int:
     width = max(len(variable) for variable, _ in rows)
     for variable, text in rows:
         print(f"{variable:<{width}}  {text}")
-    mode = (
-        f"JWT auth on ({auth.algorithm})"
-        if auth.enabled
-        else "open mode: no JWT key, users name themselves"
-    )
-    print(f"chat {__version__}: configuration OK; {mode}")
+    print(f"chat {__version__}: configuration OK; {auth.describe()}")
     return 0
 
 

@@ -79,9 +79,7 @@ def create_app(
                     "node %s ready: broker %s, %s",
                     settings.node_id,
                     node.broker.url,
-                    f"JWT auth on ({node.auth.algorithm})"
-                    if node.auth.enabled
-                    else "open mode: no authentication, users name themselves with ?user=",
+                    node.auth.describe(),
                 )
                 yield
         finally:

@@ -124,6 +124,12 @@ class Authenticator:
         """The one algorithm tokens must use (None in open mode)."""
         return self._algorithms[0] if self._algorithms else None
 
+    def describe(self) -> str:
+        """The authentication mode in a few words, for the start-up log and ``check``."""
+        if self._algorithms:
+            return f"JWT auth on ({self._algorithms[0]})"
+        return "open mode: no JWT key, users name themselves with ?user="
+
     def verify(self, token: str, now: float) -> Identity:
         """The identity of a valid ``token`` at ``now`` (Unix seconds).
 

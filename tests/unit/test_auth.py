@@ -115,6 +115,11 @@ def test_the_configured_key_fixes_enabled_and_the_algorithm(
     assert (authenticator.enabled, authenticator.algorithm) == (enabled, algorithm)
 
 
+def test_the_mode_is_described_with_the_algorithm_or_as_open() -> None:
+    assert HS.describe() == "JWT auth on (HS256)"
+    assert OPEN.describe() == "open mode: no JWT key, users name themselves with ?user="
+
+
 @pytest.mark.parametrize(
     ("pem", "algorithm"),
     [pytest.param(RSA_PEM, "RS256", id="rsa"), pytest.param(EC_PEM, "ES256", id="ec-p256")],
