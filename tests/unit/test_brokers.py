@@ -473,3 +473,32 @@ async def test_latest_reads_a_rooms_run_without_starting_one(
         first = await r.publish("quiet", "x")
         await r.publish("quiet", "y")
         assert await r.broker.latest("quiet") == (first.epoch, 2)
+
+
+async def test_a_reap_reads_a_share_that_changed_under_it_again(fresh_redis: RedisServer) -> None:
+    from chat.brokers.redis.link import Link
+    from chat.brokers.redis.shares import Shares
+
+    fresh_redis.command("ZADD", "chat:nodes", 1, "node-dead")
+    fresh_redis.command("HSET", "chat:node:node-dead:presence", "one\x1fann", 1)
+    fresh_redis.command("HSET", "chat:room:one:presence", "ann", 1)
+    link = Link(fresh_redis.url, "node-a")
+    shares = Shares(link, "node-a", dead_after=0.5)
+    read = shares._rooms_of
+
+    async def read_then_the_share_grows(node: str) -> set[str]:
+        rooms = await read(node)
+        if "two" not in rooms:
+            # The dead node's last enter lands between the read and the reap.
+            fresh_redis.command("HSET", "chat:node:node-dead:presence", "two\x1fbob", 1)
+            fresh_redis.command("HSET", "chat:room:two:presence", "bob", 1)
+        return rooms
+
+    shares._rooms_of = read_then_the_share_grows  # type: ignore[method-assign]
+    try:
+        left = await shares.reap("node-dead")
+    finally:
+        await link.aclose()
+    assert sorted((c.room, c.user) for c in left) == [("one", "ann"), ("two", "bob")]
+    assert fresh_redis.command("HLEN", "chat:room:two:presence") == 0
+    assert fresh_redis.command("EXISTS", "chat:node:node-dead:presence") == 0

@@ -31,6 +31,8 @@ log = logging.getLogger("chat.broker")
 #: Seconds between heartbeats (and reaping); a node silent this long is dead.
 HEARTBEAT_INTERVAL = 2.0
 DEAD_AFTER = 8.0
+#: Reads of a dead node's share before a reap gives up until the next round.
+REAP_ATTEMPTS = 3
 
 
 class Shares:
@@ -142,39 +144,43 @@ class Shares:
     async def reap(self, node: str, *, leaving: bool = False) -> list[PresenceChange]:
         """Release a dead node's presence and sessions (or this node's, ``leaving``);
         the presence leaves that makes, for announcing."""
+        for _ in range(REAP_ATTEMPTS):
+            rooms = sorted(await self._rooms_of(node))
+            left = await self._link.call(
+                self._link.scripts["reap"](
+                    keys=[
+                        keys.NODES,
+                        keys.SESSIONS,
+                        keys.NODE_SESSIONS,
+                        keys.node_presence(node),
+                        keys.node_claims(node),
+                        *(keys.presence(room) for room in rooms),
+                    ],
+                    args=[node, keys.SEP, self._dead_after, "1" if leaving else "0", *rooms],
+                )
+            )
+            if left is not None:
+                if left and not leaving:
+                    log.info("node %s stopped answering: reaped", node)
+                return _changes(left, "leave")
+        # Its share kept changing (it is alive after all): the next round tries again.
+        log.warning("node %s: its share changed while it was being reaped", node)
+        return []
+
+    async def _rooms_of(self, node: str) -> set[str]:
+        """The rooms in ``node``'s presence share."""
         fields: list[str] = await self._link.call(
             self._link.commands.hkeys(keys.node_presence(node))  # type: ignore[arg-type]
         )
-        rooms = sorted({field.partition(keys.SEP)[0] for field in fields})
-        left = await self._link.call(
-            self._link.scripts["reap"](
-                keys=[
-                    keys.NODES,
-                    keys.SESSIONS,
-                    keys.NODE_SESSIONS,
-                    keys.node_presence(node),
-                    keys.node_claims(node),
-                    *(keys.presence(room) for room in rooms),
-                ],
-                args=[node, keys.SEP, self._dead_after, "1" if leaving else "0", *rooms],
-            )
-        )
-        if left and not leaving:
-            log.info("node %s stopped answering: reaped", node)
-        return _changes(left, "leave")
+        return {field.partition(keys.SEP)[0] for field in fields}
 
     async def resync(self) -> list[PresenceChange]:
         """Make this node's share in Redis match what it holds; the presence changes
         that makes (users that appeared or emptied), for announcing."""
         async with self._lock:
-            fields: list[str] = await self._link.call(
-                self._link.commands.hkeys(keys.node_presence(self._node))  # type: ignore[arg-type]
-            )
             presence = {f"{room}{keys.SEP}{user}": n for (room, user), n in self._presence.items()}
-            rooms = sorted(
-                {field.partition(keys.SEP)[0] for field in fields}
-                | {room for room, _ in self._presence}
-            )
+            shared = await self._rooms_of(self._node)
+            rooms = sorted(shared | {room for room, _ in self._presence})
             joined, left = await self._link.call(
                 self._link.scripts["sync"](
                     keys=[

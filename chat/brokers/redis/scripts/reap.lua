@@ -5,7 +5,9 @@
 -- KEYS[6..] the presence hash of each room in its share (read just before)
 -- ARGV[1] the node   ARGV[2] SEP   ARGV[3] seconds a node may be silent
 -- ARGV[4] '1' when the node leaves   ARGV[5..] the rooms of KEYS[6..], in order
--- Returns the room, user pairs whose presence emptied (for presence leave events).
+-- Returns the room, user pairs whose presence emptied (for presence leave events),
+-- or nil, changing nothing, when the share holds a room not in KEYS (it changed
+-- since it was read: the caller reads it again).
 local node = ARGV[1]
 if ARGV[4] ~= '1' then
   local score = redis.call('ZSCORE', KEYS[1], node)
@@ -15,13 +17,17 @@ if ARGV[4] ~= '1' then
 end
 local room_keys = {}
 for i = 5, #ARGV do room_keys[ARGV[i]] = KEYS[i + 1] end
-local left = {}
 local fields = redis.call('HGETALL', KEYS[4])
 for i = 1, #fields, 2 do
   local sep = string.find(fields[i], ARGV[2], 1, true)
-  local room = sep and string.sub(fields[i], 1, sep - 1)
-  local key = room and room_keys[room]
-  if key then
+  if sep and not room_keys[string.sub(fields[i], 1, sep - 1)] then return nil end
+end
+local left = {}
+for i = 1, #fields, 2 do
+  local sep = string.find(fields[i], ARGV[2], 1, true)
+  if sep then
+    local room = string.sub(fields[i], 1, sep - 1)
+    local key = room_keys[room]
     local user = string.sub(fields[i], sep + 1)
     local before = tonumber(redis.call('HGET', key, user) or '0')
     if redis.call('HINCRBY', key, user, -tonumber(fields[i + 1])) <= 0 then
