@@ -151,7 +151,10 @@ class Dialogue:
         if error.bye_reason is None or self._core.plain:
             return None
         bye = Bye(
-            reason=error.bye_reason, reconnect=error.reconnect, retry_after_ms=error.retry_after_ms
+            reason=error.bye_reason,
+            detail=error.bye_detail,
+            reconnect=error.reconnect,
+            retry_after_ms=error.retry_after_ms,
         )
         return encode(bye)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,6 +84,48 @@ def recovery(
     return Recovery(latest, epoch, tuple(found), complete=True)
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A read of a room's kept history that starts nothing (:meth:`chat.brokers.History.read`).
+
+    ``epoch`` is the room's run (None: it has none; ``latest`` is then 0).
+    ``publications`` are the kept messages after the reader's ``since``, in
+    ``seq`` order, at most the reader's ``limit`` (``more`` says some were left
+    out). ``complete`` is true when nothing after ``since`` is missing from
+    the history: ``publications`` start at ``since + 1`` (or there is nothing
+    after ``since``), and ``since`` belongs to the room's current run (its
+    ``epoch``, when the reader gave one; not ahead of ``latest``).
+    """
+
+    latest: int
+    epoch: str | None
+    publications: tuple[Publication, ...] = ()
+    complete: bool = False
+    more: bool = False
+
+
+def history_page(
+    latest: int,
+    epoch: str | None,
+    since: int,
+    asked_epoch: str | None,
+    kept: Sequence[Publication],
+    limit: int,
+) -> HistoryPage:
+    """The :class:`HistoryPage` of a room at ``latest`` in run ``epoch`` (None: no run)
+    for a reader after ``since`` (in ``asked_epoch``); ``kept`` is every kept message
+    of the run after ``since``, in order."""
+    if epoch is None:
+        return HistoryPage(0, None, complete=since == 0 and asked_epoch is None)
+    same_run = (asked_epoch is None or asked_epoch == epoch) and since <= latest
+    covered = since == latest or (
+        bool(kept) and kept[0].seq == since + 1 and kept[-1].seq == latest
+    )
+    return HistoryPage(
+        latest, epoch, tuple(kept[:limit]), complete=same_run and covered, more=len(kept) > limit
+    )
+
+
 def encode_message(publication: Publication) -> str:
     """The encoded ``message`` frame that delivers ``publication``."""
     return encode(
@@ -133,3 +175,30 @@ class NodeInfo:
     node: str
     sessions: int
     last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectCommand:
+    """Close, on whichever node holds them, the session ``session`` or every session of
+    ``user`` (one of the two), with ``detail`` for the client's ``bye``; ``reconnect``
+    says whether the client may come back (1013) or not (1008).
+
+    The brokers move it between nodes as it is; each node applies it to its own
+    sessions (:meth:`chat.node.Node.close_sessions`).
+    """
+
+    session: str | None
+    user: str | None
+    detail: str
+    reconnect: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """How many sessions one :class:`DisconnectCommand` closed: ``here`` (the node that
+    sent it), on each other node that answered (``others``), and the live nodes that
+    did not answer in time (``unanswered``: they may have closed some, or none)."""
+
+    here: int
+    others: Mapping[str, int] = field(default_factory=dict)
+    unanswered: tuple[str, ...] = ()

@@ -25,13 +25,14 @@ class CloseCode(IntEnum):
     UNSUPPORTED_DATA = 1003
     #: The connection was lost without a close frame (never sent, only recorded).
     ABNORMAL = 1006
-    #: Policy: token expired, forbidden, repeated abuse.
+    #: Policy: token expired, forbidden, repeated abuse, disconnected by an operator.
     POLICY_VIOLATION = 1008
     #: A message larger than ``CHAT_MAX_MESSAGE_BYTES``.
     MESSAGE_TOO_BIG = 1009
     #: Internal error; reconnect with backoff.
     INTERNAL_ERROR = 1011
-    #: Try again later: slow consumer, or the broker down for a plain-text send or a URL room.
+    #: Try again later: slow consumer, the broker down for a plain-text send or a URL
+    #: room, or disconnected by an operator who allows reconnecting.
     TRY_AGAIN_LATER = 1013
     #: No ``pong`` within ``CHAT_HEARTBEAT_TIMEOUT``; reconnect.
     HEARTBEAT_TIMEOUT = 4001
@@ -91,6 +92,8 @@ class SessionClosed(ChatError):
     #: The peer is presumed dead: cut it right after the close frame, without
     #: waiting ``CHAT_DRAIN_TIMEOUT`` for a reply that will not come.
     presumed_dead: bool = False
+    #: The ``bye`` frame's ``detail`` (a sentence for the user); None sends none.
+    bye_detail: str | None = None
 
     def __init__(self, retry_after_ms: int = 0) -> None:
         super().__init__(self.description)
@@ -201,6 +204,24 @@ class BrokerDown(SessionClosed):
     reason = "unavailable"
     bye_reason = "policy"
     description = "broker unavailable, try again later"
+
+
+class Disconnected(SessionClosed):
+    """An operator disconnected the session (``POST /api/.../disconnect``, :mod:`chat.api`).
+
+    ``detail`` is the caller's reason, shown to the client in ``bye``. With
+    ``reconnect`` the close is 1013 (try again later, after ``retry_after_ms``),
+    without it 1008 (policy: do not reconnect on your own).
+    """
+
+    reason = "disconnected"
+    bye_reason = "disconnected"
+    description = "disconnected by the server"
+
+    def __init__(self, detail: str = "", *, reconnect: bool = False) -> None:
+        super().__init__(retry_after_ms() if reconnect else 0)
+        self.code = CloseCode.TRY_AGAIN_LATER if reconnect else CloseCode.POLICY_VIOLATION
+        self.bye_detail = detail or None
 
 
 class InternalError(SessionClosed):

@@ -17,7 +17,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chat.envelope import Draft, Publication, Recovery, new_epoch, recovery
+from chat.envelope import (
+    Draft,
+    HistoryPage,
+    Publication,
+    Recovery,
+    history_page,
+    new_epoch,
+    recovery,
+)
 
 #: Bytes counted per message on top of its text object (the entry, the
 #: publication, its id and bookkeeping), measured with tracemalloc.
@@ -113,6 +121,18 @@ class HistoryStore:
                 e.publication for e in found.entries if e.at > horizon and e.publication.seq > after
             ],
         )
+
+    def read(
+        self, room: str, since: int, limit: int, now: float, epoch: str | None = None
+    ) -> HistoryPage:
+        """At most ``limit`` kept messages after ``since``, and whether they cover it
+        (see :class:`~chat.envelope.HistoryPage`); a room without a run stays without."""
+        found = self._rooms.get(room)
+        if found is None:
+            return history_page(0, None, since, epoch, (), limit)
+        horizon = now - self._ttl
+        kept = [e.publication for e in found.entries if e.at > horizon and e.publication.seq > since]
+        return history_page(found.seq, found.epoch, since, epoch, kept, limit)
 
     def hold(self, room: str) -> None:
         """A subscriber needs ``room``: keep its ``seq`` however old its history."""

@@ -20,9 +20,10 @@ from chat.brokers import Broker, BrokerUnavailable, open_broker
 from chat.clock import Clock, MonotonicClock, wait_within
 from chat.connection import Connection
 from chat.core import SessionCore
-from chat.errors import Rejection, Shutdown, retry_after_ms
+from chat.envelope import DisconnectCommand, Draft, Publication, Tally
+from chat.errors import Disconnected, Rejection, Shutdown, retry_after_ms
 from chat.flusher import Flusher
-from chat.protocol import MAX_EPOCH_LENGTH, Subprotocol
+from chat.protocol import MAX_EPOCH_LENGTH, FrameId, Subprotocol
 from chat.registry import Registry
 from chat.rooms import Rooms
 from chat.session import Session, Timers
@@ -102,7 +103,10 @@ class Node:
 
     async def _run_broker(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self.broker.run(
-            self.rooms.dispatch, lambda: len(self.registry), task_status=task_status
+            self.rooms.dispatch,
+            lambda: len(self.registry),
+            task_status=task_status,
+            apply=self.close_sessions,
         )
 
     def spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: object) -> bool:
@@ -259,6 +263,40 @@ class Node:
             raise Rejection(429, "max_sessions_per_ip", f"at most {cap} sessions per address")
         self.registry.admit(connection)
         return identity
+
+    # -- the server API ----------------------------------------------------------------
+
+    async def publish(self, room: str, user: str, text: str, id: FrameId = None) -> Publication:
+        """Publish ``text`` to ``room`` as ``user``, exactly as a member's ``send`` would be
+        (idempotent with ``id``: see :mod:`chat.idempotency`).
+
+        ``room``, ``user`` and ``id`` must be valid already. Raises
+        :class:`~chat.brokers.BrokerUnavailable`.
+        """
+        return await self.broker.publish(Draft(room, user, text, id, self.clock.time()))
+
+    async def disconnect(self, command: DisconnectCommand) -> Tally:
+        """Close the sessions ``command`` names on every node (this one through
+        :meth:`close_sessions`); see :meth:`chat.brokers.Control.disconnect`."""
+        return await self.broker.disconnect(command)
+
+    def close_sessions(self, command: DisconnectCommand) -> int:
+        """Apply ``command`` to this node: its live sessions that it names get ``bye``
+        ``disconnected`` with its detail (JSON sessions) and close 1008, or 1013 when
+        they may reconnect. Returns how many began closing; never waits."""
+        closed = self.registry.close_named(
+            command.session,
+            command.user,
+            lambda: Disconnected(command.detail, reconnect=command.reconnect),
+        )
+        if closed:
+            log.info(
+                "disconnected %d session(s) by the server API (session %s, user %s)",
+                closed,
+                command.session or "any",
+                command.user or "any",
+            )
+        return closed
 
     async def shutdown(self) -> None:
         """Drain: refuse new handshakes, close every session with ``bye`` and 1001.

@@ -311,8 +311,15 @@ class ErrorFrame:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bye:
+    """The last frame before a close the server starts.
+
+    ``detail`` (a sentence for the user, such as an operator's reason for a
+    ``disconnected``) is left out of the frame when empty.
+    """
+
     type: Literal["bye"] = "bye"
     reason: str
+    detail: str | None = None
     reconnect: bool
     retry_after_ms: int = field(default=0)
 
@@ -321,10 +328,20 @@ ServerFrame = Welcome | Joined | Message | Ack | Presence | Left | ErrorFrame | 
 
 
 def encode(frame: ServerFrame) -> str:
-    """The compact JSON text of one server frame (``error`` omits a null ``id``)."""
+    """The compact JSON text of one server frame (``error`` omits a null ``id``, ``bye``
+    an empty ``detail``)."""
     if isinstance(frame, ErrorFrame) and frame.id is None:
         return orjson.dumps(
             {"type": frame.type, "code": frame.code, "detail": frame.detail}
+        ).decode()
+    if isinstance(frame, Bye) and not frame.detail:
+        return orjson.dumps(
+            {
+                "type": frame.type,
+                "reason": frame.reason,
+                "reconnect": frame.reconnect,
+                "retry_after_ms": frame.retry_after_ms,
+            }
         ).decode()
     return orjson.dumps(frame).decode()
 

@@ -8,13 +8,13 @@ for ``CHAT_CLOSED_RETENTION`` seconds and at most ``CHAT_CLOSED_MAX`` of them
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import anyio
 
 from chat.errors import SessionClosed
-from chat.session import PUBLIC_STATES, Session, SessionState, Totals
+from chat.session import PUBLIC_STATES, Session, SessionEvent, SessionState, Totals, allowed
 
 
 class Live(Protocol):
@@ -131,6 +131,30 @@ class Registry:
             return live.session, live.queued
         session = self._closed.get(session_id)
         return None if session is None else (session, 0)
+
+    def close_named(
+        self, session_id: str | None, user: str | None, error: Callable[[], SessionClosed]
+    ) -> int:
+        """Start closing the live sessions named by ``session_id`` and ``user`` (each
+        given one must match), each with a fresh ``error()``; how many began closing.
+
+        A session already closing, or still in its handshake, is left as it is;
+        never waits.
+        """
+        if session_id is not None:
+            found = self._live.get(session_id)
+            named = [found] if found is not None else []
+        else:
+            named = list(self._live.values())
+        closed = 0
+        for live in named:
+            session = live.session
+            if user is not None and session.user != user:
+                continue
+            if allowed(session.state, SessionEvent.CLOSE):
+                live.close(error())
+                closed += 1
+        return closed
 
     def sessions(self) -> Iterator[tuple[Session, int]]:
         """Every live session, then the retained closed ones, newest first."""

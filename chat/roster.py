@@ -41,6 +41,10 @@ class Roster:
         """The distinct users in ``room``, in the order they arrived."""
         return list(self._rooms.get(room, ()))
 
+    def counts(self, room: str) -> dict[str, int]:
+        """Sessions per user in ``room``, for the users with one."""
+        return dict(self._rooms.get(room, {}))
+
     def sessions(self, room: str, user: str) -> int:
         """How many sessions ``user`` has in ``room``."""
         return self._rooms.get(room, Counter())[user]

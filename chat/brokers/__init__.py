@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chat.brokers.base import (
+    Apply,
     Broker,
     BrokerUnavailable,
     Bus,
     Claims,
     ClusterView,
+    Control,
     Deliver,
     History,
     PresenceStore,
@@ -57,11 +59,13 @@ def open_broker(settings: Settings, clock: Clock) -> Broker:
 
 
 __all__ = [
+    "Apply",
     "Broker",
     "BrokerUnavailable",
     "Bus",
     "Claims",
     "ClusterView",
+    "Control",
     "Deliver",
     "Draft",
     "History",

@@ -8,13 +8,26 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskStatus
 
-from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery, RunStarted
+from chat.envelope import (
+    DisconnectCommand,
+    Draft,
+    HistoryPage,
+    NodeInfo,
+    PresenceChange,
+    Publication,
+    Recovery,
+    RunStarted,
+    Tally,
+)
 
 #: Called once per publication (and presence change, and new run of a room's
 #: ``seq``) on every node subscribed to its room.
 Deliver = Callable[[Publication | PresenceChange | RunStarted], None]
 #: How many sessions this node holds now (for the cluster view).
 SessionCount = Callable[[], int]
+#: Applies a command from any node to this node (its sessions); returns how many
+#: sessions it closed. Called on the event loop; never waits.
+Apply = Callable[[DisconnectCommand], int]
 
 
 def discount(counter: Counter[Any], key: Any) -> None:
@@ -57,10 +70,16 @@ class Bus(Protocol):
     """
 
     async def run(
-        self, deliver: Deliver, sessions: SessionCount, *, task_status: TaskStatus[None]
+        self,
+        deliver: Deliver,
+        sessions: SessionCount,
+        *,
+        task_status: TaskStatus[None],
+        apply: Apply | None = None,
     ) -> None:
-        """Deliver to ``deliver`` until cancelled; signal ``task_status`` at once, even
-        if the broker is not reachable yet (the node then serves as unready)."""
+        """Deliver to ``deliver`` (and commands of :class:`Control` to ``apply``) until
+        cancelled; signal ``task_status`` at once, even if the broker is not reachable
+        yet (the node then serves as unready)."""
         ...
 
     async def publish(self, draft: Draft) -> Publication:
@@ -98,6 +117,17 @@ class History(Protocol):
         """The room's ``(epoch, seq)``, or None if it has no run; changes nothing."""
         ...
 
+    async def read(
+        self, room: str, since: int, limit: int, epoch: str | None = None
+    ) -> HistoryPage:
+        """At most ``limit`` of the room's kept messages after ``since``, in ``seq`` order,
+        with its run and latest ``seq``, and whether they cover ``since`` (given the
+        ``epoch`` the reader knows): see :class:`~chat.envelope.HistoryPage`.
+
+        Changes nothing: unlike :meth:`recover`, a room without a run stays without.
+        """
+        ...
+
 
 class PresenceStore(Protocol):
     """Who is in each room, counted per user over every process."""
@@ -115,6 +145,10 @@ class PresenceStore(Protocol):
 
     async def presence_users(self, room: str) -> list[str]:
         """The users with a session in ``room``, once each."""
+        ...
+
+    async def presence_counts(self, room: str) -> dict[str, int]:
+        """Sessions per user in ``room`` (over every process), for the users with one."""
         ...
 
     async def announce(self, change: PresenceChange) -> None:
@@ -156,11 +190,29 @@ class ClusterView(Protocol):
         ...
 
 
-class Broker(Bus, History, PresenceStore, Claims, ClusterView, Protocol):
+class Control(Protocol):
+    """Commands for every node: the server API's disconnects, wherever the sessions are."""
+
+    async def disconnect(self, command: DisconnectCommand) -> Tally:
+        """Hand ``command`` to every node sharing the broker, this one included, through
+        the ``apply`` each gave to :meth:`Bus.run`, and collect how many sessions each
+        closed.
+
+        This node's count is exact. Another node's count is known if it answers within
+        about a second; the live nodes that did not are listed as unanswered. Raises
+        :class:`BrokerUnavailable` when it cannot send the command: ``uncertain`` if it
+        may have reached some nodes (sending it again is harmless), otherwise nothing
+        was done, here or anywhere.
+        """
+        ...
+
+
+class Broker(Bus, History, PresenceStore, Claims, ClusterView, Control, Protocol):
     """The state the processes sharing rooms have in common, and the bus between them:
     what :func:`chat.brokers.open_broker` gives. Each part of chat takes the concerns it
     uses (the rooms a :class:`Bus` and :class:`PresenceStore`, status a :class:`ClusterView`).
 
     It knows nothing of sessions: it counts users per room, sessions per user
-    and publications per room, and moves publications and presence changes.
+    and publications per room, and moves publications, presence changes and
+    commands (which each node applies to its own sessions).
     """

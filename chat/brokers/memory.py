@@ -7,9 +7,18 @@ from typing import Any
 
 from anyio.abc import TaskStatus
 
-from chat.brokers.base import Deliver, SessionCount, discount
+from chat.brokers.base import Apply, Deliver, SessionCount, discount
 from chat.clock import Clock
-from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
+from chat.envelope import (
+    DisconnectCommand,
+    Draft,
+    HistoryPage,
+    NodeInfo,
+    PresenceChange,
+    Publication,
+    Recovery,
+    Tally,
+)
 from chat.history import HistoryStore
 from chat.idempotency import RecentSends
 from chat.roster import Roster
@@ -23,7 +32,8 @@ class InMemoryBroker:
     publish order and nothing is ever unavailable. History and sequences live
     in a :class:`~chat.history.HistoryStore`, retries are recognised by
     :class:`~chat.idempotency.RecentSends` (both swept every few seconds),
-    presence lives in a :class:`~chat.roster.Roster`.
+    presence lives in a :class:`~chat.roster.Roster`; a command is applied here,
+    the only node there is.
     """
 
     def __init__(
@@ -37,6 +47,7 @@ class InMemoryBroker:
     ) -> None:
         self._clock = clock
         self._deliver: Deliver | None = None
+        self._apply: Apply | None = None
         self._subscribed: set[str] = set()
         self._roster = Roster()
         self._claims: Counter[str] = Counter()
@@ -55,9 +66,15 @@ class InMemoryBroker:
         return {}
 
     async def run(
-        self, deliver: Deliver, sessions: SessionCount, *, task_status: TaskStatus[None]
+        self,
+        deliver: Deliver,
+        sessions: SessionCount,
+        *,
+        task_status: TaskStatus[None],
+        apply: Apply | None = None,
     ) -> None:
         self._deliver = deliver
+        self._apply = apply
         task_status.started()
         try:
             while True:
@@ -67,6 +84,7 @@ class InMemoryBroker:
                 self.sent.purge(now)
         finally:
             self._deliver = None
+            self._apply = None
 
     async def publish(self, draft: Draft) -> Publication:
         now = self._clock.now()
@@ -95,6 +113,11 @@ class InMemoryBroker:
     async def latest(self, room: str) -> tuple[str, int] | None:
         return self.store.latest_run(room)
 
+    async def read(
+        self, room: str, since: int, limit: int, epoch: str | None = None
+    ) -> HistoryPage:
+        return self.store.read(room, since, limit, self._clock.now(), epoch)
+
     async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
         return self._roster.add(room, user), self._roster.users(room)
 
@@ -103,6 +126,9 @@ class InMemoryBroker:
 
     async def presence_users(self, room: str) -> list[str]:
         return self._roster.users(room)
+
+    async def presence_counts(self, room: str) -> dict[str, int]:
+        return self._roster.counts(room)
 
     async def announce(self, change: PresenceChange) -> None:
         if self._deliver is not None and change.room in self._subscribed:
@@ -119,3 +145,6 @@ class InMemoryBroker:
 
     async def nodes(self) -> list[NodeInfo] | None:
         return None
+
+    async def disconnect(self, command: DisconnectCommand) -> Tally:
+        return Tally(self._apply(command) if self._apply is not None else 0)

@@ -13,7 +13,7 @@ import pytest
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
 from chat.clock import Clock, MonotonicClock
-from chat.envelope import PresenceChange, Publication, RunStarted
+from chat.envelope import DisconnectCommand, HistoryPage, PresenceChange, Publication, RunStarted
 from chat.settings import Settings
 from tests.clock import FakeClock
 from tests.redis_server import RedisServer
@@ -36,6 +36,13 @@ class Running:
     broker: Broker
     clock: Clock
     delivered: list[Publication | PresenceChange | RunStarted] = field(default_factory=list)
+    #: The commands this node applied, and how many sessions each "closes" here.
+    applied: list[DisconnectCommand] = field(default_factory=list)
+    closes: int = 1
+
+    def apply(self, command: DisconnectCommand) -> int:
+        self.applied.append(command)
+        return self.closes
 
     def messages(self, room: str | None = None) -> list[Publication]:
         return [
@@ -127,6 +134,7 @@ async def running(run: Running) -> AsyncIterator[Running]:
                 run.delivered.append,
                 lambda: 1,
                 task_status=task_status,
+                apply=run.apply,
             )
         )
         with anyio.fail_after(5):
@@ -502,3 +510,112 @@ async def test_a_reap_reads_a_share_that_changed_under_it_again(fresh_redis: Red
     assert sorted((c.room, c.user) for c in left) == [("one", "ann"), ("two", "bob")]
     assert fresh_redis.command("HLEN", "chat:room:two:presence") == 0
     assert fresh_redis.command("EXISTS", "chat:node:node-dead:presence") == 0
+
+
+# -- the server API's reads and commands -------------------------------------------
+
+
+async def test_reading_a_room_without_a_run_starts_none(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
+        assert await r.broker.read("quiet", 0, 10) == HistoryPage(0, None, complete=True)
+        assert await r.broker.read("quiet", 3, 10) == HistoryPage(0, None, complete=False)
+        assert await r.broker.read("quiet", 0, 10, "some-run") == HistoryPage(0, None)
+        assert await r.broker.latest("quiet") is None
+
+
+@pytest.mark.parametrize(
+    ("since", "limit", "texts", "complete", "more"),
+    [
+        (8, 10, [], True, False),  # nothing after since
+        (6, 10, ["6", "7"], True, False),
+        (3, 10, ["3", "4", "5", "6", "7"], True, False),  # the oldest kept is 4
+        (3, 2, ["3", "4"], True, True),
+        (0, 10, ["3", "4", "5", "6", "7"], False, False),  # 1..3 were dropped
+        (1, 1, ["3"], False, True),
+        (9, 10, [], False, False),  # ahead of the room
+    ],
+)
+async def test_reading_history_gives_what_is_kept_after_since_and_whether_it_covers_it(
+    make: Callable[[str], Running],
+    since: int,
+    limit: int,
+    texts: list[str],
+    complete: bool,
+    more: bool,
+) -> None:
+    async with running(make("a")) as r:
+        published = [await r.publish("a", str(n)) for n in range(8)]  # history keeps 4..8
+        page = await r.broker.read("a", since, limit)
+        assert [p.text for p in page.publications] == texts
+        assert [p.seq for p in page.publications] == [int(t) + 1 for t in texts]
+        assert (page.latest, page.epoch) == (8, published[0].epoch)
+        assert (page.complete, page.more) == (complete, more)
+        assert page.publications == tuple(p for p in published if p.text in texts)
+
+
+async def test_reading_history_of_another_run_is_not_complete(
+    make: Callable[[str], Running],
+) -> None:
+    async with running(make("a")) as r:
+        first = await r.publish("a", "x")
+        assert (await r.broker.read("a", 0, 10, first.epoch)).complete
+        other = await r.broker.read("a", 0, 10, "another-run")
+        assert not other.complete
+        assert [p.text for p in other.publications] == ["x"]
+
+
+async def test_presence_counts_give_sessions_per_user(make: Callable[[str], Running]) -> None:
+    async with running(make("a")) as r:
+        assert await r.broker.presence_counts("room") == {}
+        await r.broker.presence_enter("room", "ann")
+        await r.broker.presence_enter("room", "ann")
+        await r.broker.presence_enter("room", "bo")
+        await r.broker.presence_enter("other", "cy")
+        assert await r.broker.presence_counts("room") == {"ann": 2, "bo": 1}
+        await r.broker.presence_leave("room", "bo")
+        assert await r.broker.presence_counts("room") == {"ann": 2}
+
+
+async def test_a_disconnect_command_is_applied_on_this_node(make: Callable[[str], Running]) -> None:
+    node = make("a")
+    node.closes = 2
+    async with running(node) as r:
+        command = DisconnectCommand(session=None, user="ann", detail="bye now", reconnect=True)
+        tally = await r.broker.disconnect(command)
+        assert (tally.here, dict(tally.others), tally.unanswered) == (2, {}, ())
+        assert r.applied == [command]
+
+
+async def test_a_disconnect_command_reaches_every_node_and_is_counted(
+    two: tuple[Running, Running],
+) -> None:
+    a, b = two
+    b.closes = 3
+    async with running(a), running(b):
+        command = DisconnectCommand(session="s1", user=None, detail="", reconnect=False)
+        tally = await a.broker.disconnect(command)
+        assert (tally.here, dict(tally.others), tally.unanswered) == (1, {"node-b": 3}, ())
+        assert a.applied == b.applied == [command]
+
+
+async def test_a_live_node_that_does_not_answer_is_named(
+    two: tuple[Running, Running], fresh_redis: RedisServer
+) -> None:
+    a, _ = two
+    async with running(a):
+        # A node in the list, beating, that never heard the command (its control
+        # connection is down, say).
+        seconds, micros = fresh_redis.command("TIME")
+        fresh_redis.command("ZADD", "chat:nodes", f"{seconds}.{micros}", "node-deaf")
+        tally = await a.broker.disconnect(DisconnectCommand(None, "ann", "", False))
+        assert (tally.here, dict(tally.others), tally.unanswered) == (1, {}, ("node-deaf",))
+
+
+async def test_a_disconnect_is_refused_before_the_control_channel_listens(
+    fresh_redis: RedisServer,
+) -> None:
+    idle = redis_node(fresh_redis, "node-a")  # not running: it hears nothing
+    with pytest.raises(BrokerUnavailable) as refused:
+        await idle.broker.disconnect(DisconnectCommand(None, "ann", "", False))
+    assert not refused.value.uncertain
+    assert idle.applied == []

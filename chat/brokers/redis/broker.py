@@ -2,9 +2,11 @@
 
 It puts together this package's parts: the :class:`~chat.brokers.redis.link.Link`
 (bounded commands and the scripts), the rooms'
-:class:`~chat.brokers.redis.streams.Streams`, the
-:class:`~chat.brokers.redis.feed.Feed` (the subscription) and this node's
-:class:`~chat.brokers.redis.shares.Shares` (presence, claims, the node list).
+:class:`~chat.brokers.redis.streams.Streams` (and their
+:class:`~chat.brokers.redis.reader.Reader`), the
+:class:`~chat.brokers.redis.feed.Feed` (the subscription), this node's
+:class:`~chat.brokers.redis.shares.Shares` (presence, claims, the node list)
+and its :class:`~chat.brokers.redis.control.Control` (commands between nodes).
 The keys are listed in :mod:`chat.brokers.redis.keys`. Only JSON travels on
 the bus.
 """
@@ -19,13 +21,24 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from chat.brokers.base import BrokerUnavailable, Deliver, SessionCount
+from chat.brokers.base import Apply, BrokerUnavailable, Deliver, SessionCount
+from chat.brokers.redis.control import Control
 from chat.brokers.redis.feed import CANARY_INTERVAL, Feed
 from chat.brokers.redis.link import Link
+from chat.brokers.redis.reader import Reader
 from chat.brokers.redis.shares import DEAD_AFTER, HEARTBEAT_INTERVAL, Shares
 from chat.brokers.redis.streams import Streams
 from chat.clock import Clock
-from chat.envelope import Draft, NodeInfo, PresenceChange, Publication, Recovery
+from chat.envelope import (
+    DisconnectCommand,
+    Draft,
+    HistoryPage,
+    NodeInfo,
+    PresenceChange,
+    Publication,
+    Recovery,
+    Tally,
+)
 
 log = logging.getLogger("chat.broker")
 
@@ -65,6 +78,8 @@ class RedisBroker:
             on_ready=self._resync,
         )
         self._sessions: SessionCount = lambda: 0
+        self._reader = Reader(self._link, history_ttl=history_ttl, run=lambda: self._streams.run)
+        self._control = Control(self._link, clock, node_id, live_nodes=self._live_nodes)
 
     # -- health ----------------------------------------------------------------
 
@@ -74,7 +89,7 @@ class RedisBroker:
 
     @property
     def healthy(self) -> bool:
-        return self._link.ok and self._feed.healthy
+        return self._link.ok and self._feed.healthy and self._control.ready
 
     @property
     def reconnects(self) -> int:
@@ -91,18 +106,26 @@ class RedisBroker:
     # -- running ---------------------------------------------------------------
 
     async def run(
-        self, deliver: Deliver, sessions: SessionCount, *, task_status: TaskStatus[None]
+        self,
+        deliver: Deliver,
+        sessions: SessionCount,
+        *,
+        task_status: TaskStatus[None],
+        apply: Apply | None = None,
     ) -> None:
         self._feed.deliver = deliver
+        self._control.apply = apply
         self._sessions = sessions
         task_status.started()
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._feed.run)
+                group.start_soon(self._control.run)
                 group.start_soon(self._forever, self._feed.beat_canary, CANARY_INTERVAL)
                 group.start_soon(self._forever, self._heartbeat, self._heartbeat_interval)
         finally:
             self._feed.deliver = None
+            self._control.apply = None
             self._feed.subscribed = False
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await self._feed.close()
@@ -171,6 +194,11 @@ class RedisBroker:
     async def latest(self, room: str) -> tuple[str, int] | None:
         return await self._streams.latest(room)
 
+    async def read(
+        self, room: str, since: int, limit: int, epoch: str | None = None
+    ) -> HistoryPage:
+        return await self._reader.read(room, since, limit, epoch)
+
     # -- presence ------------------------------------------------------------------
 
     async def presence_enter(self, room: str, user: str) -> tuple[bool, list[str]]:
@@ -181,6 +209,9 @@ class RedisBroker:
 
     async def presence_users(self, room: str) -> list[str]:
         return await self._shares.users(room)
+
+    async def presence_counts(self, room: str) -> dict[str, int]:
+        return await self._shares.counts(room)
 
     async def announce(self, change: PresenceChange) -> None:
         await self._shares.announce(change)
@@ -194,8 +225,16 @@ class RedisBroker:
         await self._shares.release(user)
 
     async def nodes(self) -> list[NodeInfo] | None:
+        return await self._live_nodes()
+
+    async def _live_nodes(self) -> list[NodeInfo]:
         live, _ = await self._shares.nodes()
         return live
+
+    # -- commands ------------------------------------------------------------------
+
+    async def disconnect(self, command: DisconnectCommand) -> Tally:
+        return await self._control.disconnect(command)
 
 
 __all__ = ["DEAD_AFTER", "HEARTBEAT_INTERVAL", "RedisBroker"]

@@ -16,6 +16,9 @@ kind of key has its own prefix, so no two can collide:
   presence and sessions, ``chat:node:{node}:presence`` (``room SEP user`` ->
   sessions) and ``chat:node:{node}:claims`` (user -> sessions), so that a node
   that dies is reaped by the others; ``chat:canary:{node}`` its canary channel.
+* ``chat:control`` the channel of commands to every node (the server API's
+  disconnects) and ``chat:control:{node}`` each node's channel for the answers
+  to its commands (:mod:`chat.brokers.redis.control`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ SEP = "\x1f"
 NODES = "chat:nodes"
 NODE_SESSIONS = "chat:node-sessions"
 SESSIONS = "chat:sessions"
+CONTROL = "chat:control"
 
 
 def channel(room: str) -> str:
@@ -63,3 +67,8 @@ def node_claims(node: str) -> str:
 
 def canary(node: str) -> str:
     return f"chat:canary:{node}"
+
+
+def control_answers(node: str) -> str:
+    """The channel where ``node`` hears the answers to its commands."""
+    return f"chat:control:{node}"

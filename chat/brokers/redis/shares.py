@@ -80,6 +80,13 @@ class Shares:
         )
         return sorted(users)
 
+    async def counts(self, room: str) -> dict[str, int]:
+        """Sessions per user in the room, over every node."""
+        counts: dict[str, str] = await self._link.call(
+            self._link.commands.hgetall(keys.presence(room))  # type: ignore[arg-type]
+        )
+        return {user: int(n) for user, n in counts.items() if int(n) > 0}
+
     async def announce(self, change: PresenceChange) -> None:
         """Deliver ``change`` to every node subscribed to its room."""
         body = orjson.dumps(
