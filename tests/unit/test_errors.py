@@ -9,6 +9,7 @@ from chat.errors import (
     BrokerDown,
     ChatError,
     CloseCode,
+    Disconnected,
     ErrorCode,
     FrameError,
     HeartbeatTimeout,
@@ -23,7 +24,14 @@ from chat.errors import (
 )
 
 #: The ``bye.reason`` values docs/protocol.md allows.
-BYE_REASONS = {"shutdown", "idle_timeout", "token_expired", "slow_consumer", "policy"}
+BYE_REASONS = {
+    "shutdown",
+    "idle_timeout",
+    "token_expired",
+    "slow_consumer",
+    "policy",
+    "disconnected",
+}
 
 CAUSES: list[tuple[type[SessionClosed], int, str, str | None, bool]] = [
     # (class, code, reason, bye_reason, reconnect)
@@ -36,6 +44,7 @@ CAUSES: list[tuple[type[SessionClosed], int, str, str | None, bool]] = [
     (BrokerDown, 1013, "unavailable", "policy", True),
     (HeartbeatTimeout, 4001, "heartbeat_timeout", None, True),
     (IdleTimeout, 4500, "idle_timeout", "idle_timeout", False),
+    (Disconnected, 1008, "disconnected", "disconnected", False),
 ]
 CAUSE_IDS = [case[0].__name__ for case in CAUSES]
 
@@ -162,3 +171,20 @@ def test_frame_error_carries_code_detail_and_frame_id() -> None:
 
 def test_frame_error_without_id() -> None:
     assert FrameError(ErrorCode.BAD_REQUEST, "invalid JSON").frame_id is None
+
+
+def test_a_disconnect_that_allows_reconnecting_is_1013_after_a_jittered_delay() -> None:
+    error = Disconnected("maintenance", reconnect=True)
+    assert (error.code, error.reconnect, error.bye_detail) == (1013, True, "maintenance")
+    assert 1000 <= error.retry_after_ms < 5000
+
+
+def test_a_disconnect_for_good_is_1008_with_no_delay() -> None:
+    error = Disconnected("spam")
+    assert (error.code, error.reconnect, error.retry_after_ms) == (1008, False, 0)
+    assert error.bye_detail == "spam"
+    assert Disconnected("").bye_detail is None
+
+
+def test_only_a_disconnect_carries_a_bye_detail() -> None:
+    assert all(cause().bye_detail is None for cause, *_ in CAUSES if cause is not Disconnected)

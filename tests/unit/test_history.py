@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from chat.envelope import Draft, Publication, Recovery
+from chat.envelope import Draft, HistoryPage, Publication, Recovery
 from chat.history import ENTRY_OVERHEAD, HistoryStore
 
 #: A budget no test reaches unless it means to.
@@ -413,3 +413,22 @@ def test_the_byte_budget_still_evicts_the_oldest_right_after_a_compaction() -> N
     assert store.recover("busy", busy - 2, now=10_000.0).complete
     assert store.recover("new", 0, now=10_000.0) == Recovery(1, EPOCH, (new,), complete=True)
     assert store.bytes == 3 * cost("x")
+
+
+# -- reading (the server API) ------------------------------------------------------------
+
+
+def test_read_leaves_out_expired_messages_and_says_the_history_no_longer_covers_since() -> None:
+    store = store_of(ttl=60.0)
+    old = store.publish(draft(text="old"), 0.0)
+    new = store.publish(draft(text="new"), 50.0)
+    assert store.read("lobby", 0, 10, 59.0) == HistoryPage(2, EPOCH, (old, new), complete=True)
+    assert store.read("lobby", 0, 10, 61.0) == HistoryPage(2, EPOCH, (new,), complete=False)
+    assert store.read("lobby", 1, 10, 61.0) == HistoryPage(2, EPOCH, (new,), complete=True)
+
+
+def test_read_of_an_unknown_room_creates_nothing() -> None:
+    store = store_of()
+    assert store.read("nowhere", 0, 10, 0.0) == HistoryPage(0, None, complete=True)
+    assert len(store) == 0
+    assert store.latest_run("nowhere") is None

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from chat.brokers import BrokerUnavailable, Draft, Publication
-from chat.envelope import PresenceChange
+from chat.envelope import DisconnectCommand, PresenceChange
 from chat.replies import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL
 from chat.session import SessionState
 from chat.transport import Endpoint
@@ -704,3 +704,87 @@ async def test_a_failing_timer_is_logged_and_cuts_only_its_session(
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1
         assert bad_session.id in errors[0].getMessage()
+
+
+# -- the server API's domain: publish, disconnect ----------------------------------
+
+
+async def test_a_publish_of_the_node_reaches_members_like_a_send() -> None:
+    async with running() as harness:
+        alice, _ = await harness.connect(user="alice")
+        plain, _ = await harness.connect(protocol=None, user="pat")
+        published = await harness.node.publish("lobby", "system", "maintenance at 5", "n-1")
+        await settle()
+        assert published.seq == 1
+        [message] = alice.of_type("message")
+        assert (message["user"], message["text"], message["id"], message["seq"]) == (
+            "system",
+            "maintenance at 5",
+            "n-1",
+            1,
+        )
+        assert plain.sent == ["maintenance at 5"]
+        again = await harness.node.publish("lobby", "system", "maintenance at 5", "n-1")
+        await settle()
+        assert (again.seq, again.duplicate) == (1, True)
+        assert len(alice.of_type("message")) == 1
+
+
+async def test_disconnecting_a_session_sends_bye_with_the_detail_then_1008() -> None:
+    async with running() as harness:
+        client, session = await harness.connect(user="alice")
+        other, _ = await harness.connect(user="alice")
+        tally = await harness.node.disconnect(DisconnectCommand(session.id, None, "spam", False))
+        await settle()
+        assert tally.here == 1
+        assert client.of_type("bye") == [
+            {
+                "type": "bye",
+                "reason": "disconnected",
+                "detail": "spam",
+                "reconnect": False,
+                "retry_after_ms": 0,
+            }
+        ]
+        assert client.closed == (1008, "disconnected by the server")
+        assert session.close_reason == "disconnected"
+        assert not other.was_closed()
+
+
+async def test_disconnecting_a_user_closes_each_of_its_sessions_1013_when_it_may_return() -> None:
+    async with running() as harness:
+        first, _ = await harness.connect(user="alice")
+        plain, _ = await harness.connect(protocol=None, user="alice")
+        bob, _ = await harness.connect(user="bob")
+        command = DisconnectCommand(None, "alice", "moving you", True)
+        assert (await harness.node.disconnect(command)).here == 2
+        await settle()
+        [bye] = first.of_type("bye")
+        assert (bye["reason"], bye["detail"], bye["reconnect"]) == ("disconnected", "moving you", True)
+        assert 1000 <= bye["retry_after_ms"] < 5000
+        assert first.closed == (1013, "disconnected by the server")
+        assert plain.closed == (1013, "disconnected by the server")
+        assert not any("bye" in text for text in plain.sent)  # plain text: just the close
+        assert not bob.was_closed()
+        # Applied again (a retry), it closes nothing more.
+        assert (await harness.node.disconnect(command)).here == 0
+
+
+async def test_a_disconnect_without_detail_sends_the_usual_bye_shape() -> None:
+    async with running() as harness:
+        client, session = await harness.connect(user="alice")
+        await harness.node.disconnect(DisconnectCommand(session.id, None, "", False))
+        await settle()
+        assert client.of_type("bye") == [
+            {"type": "bye", "reason": "disconnected", "reconnect": False, "retry_after_ms": 0}
+        ]
+
+
+async def test_a_disconnect_names_only_matching_sessions() -> None:
+    async with running() as harness:
+        client, session = await harness.connect(user="alice")
+        assert harness.node.close_sessions(DisconnectCommand("unknown", None, "", False)) == 0
+        assert harness.node.close_sessions(DisconnectCommand(session.id, "bob", "", False)) == 0
+        assert harness.node.close_sessions(DisconnectCommand(None, "bob", "", False)) == 0
+        await settle()
+        assert not client.was_closed()

@@ -362,6 +362,22 @@ ENCODED: list[tuple[str, ServerFrame, dict[str, Any]]] = [
         Bye(reason="idle_timeout", reconnect=False),
         {"type": "bye", "reason": "idle_timeout", "reconnect": False, "retry_after_ms": 0},
     ),
+    (
+        "bye-with-detail",
+        Bye(reason="disconnected", detail="spam", reconnect=False),
+        {
+            "type": "bye",
+            "reason": "disconnected",
+            "detail": "spam",
+            "reconnect": False,
+            "retry_after_ms": 0,
+        },
+    ),
+    (
+        "bye-with-empty-detail",
+        Bye(reason="disconnected", detail="", reconnect=True, retry_after_ms=1200),
+        {"type": "bye", "reason": "disconnected", "reconnect": True, "retry_after_ms": 1200},
+    ),
 ]
 
 
