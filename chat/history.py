@@ -131,7 +131,9 @@ class HistoryStore:
         if found is None:
             return history_page(0, None, since, epoch, (), limit)
         horizon = now - self._ttl
-        kept = [e.publication for e in found.entries if e.at > horizon and e.publication.seq > since]
+        kept = [
+            e.publication for e in found.entries if e.at > horizon and e.publication.seq > since
+        ]
         return history_page(found.seq, found.epoch, since, epoch, kept, limit)
 
     def hold(self, room: str) -> None:

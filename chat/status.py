@@ -1,7 +1,9 @@
 """Health, readiness, status and metrics endpoints (README.md, Endpoints; docs/operations.md).
 
 Open when no credentials are configured (the default binds to loopback).
-With ``CHAT_STATUS_TOKEN`` set they need ``Authorization: Bearer <token>``.
+With ``CHAT_STATUS_TOKEN`` set, or JWT auth on, they need
+``Authorization: Bearer`` with that token or an admin JWT: the rule of
+:func:`require_admin`, which the server API (:mod:`chat.api`) shares.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ def _metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
 
-def require_status_access(request: Request) -> None:
-    """Refuse unless access is open or the bearer credentials allow it.
+#: The ``detail`` of a refusal by :func:`require_admin`.
+ADMIN_ONLY = "this needs an admin token: the status token or a JWT with admin: true"
+
+
+def require_admin(request: Request) -> None:
+    """Refuse unless admin access is open or the bearer credentials allow it
+    (``/status*``, ``/metrics`` and the server API under ``/api``).
 
     Open when neither ``CHAT_STATUS_TOKEN`` nor JWT auth is configured. Otherwise
     ``Authorization: Bearer`` must carry the status token, or a valid JWT whose
@@ -59,10 +66,10 @@ def require_status_access(request: Request) -> None:
             else:
                 if identity.admin:
                     return
-                raise HTTPException(status_code=403, detail="status access needs an admin token")
+                raise HTTPException(status_code=403, detail=ADMIN_ONLY)
     raise HTTPException(
         status_code=401,
-        detail="status access needs an admin token",
+        detail=ADMIN_ONLY,
         headers={"WWW-Authenticate": "Bearer"},
     )
 
@@ -71,7 +78,7 @@ NodeDep = Annotated[Node, Depends(_node)]
 #: The states a session shows (a closing one shows the state it closed from).
 PublicState = Literal["connecting", "active", "idle", "closed"]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
-Guarded = [Depends(require_status_access)]
+Guarded = [Depends(require_admin)]
 
 
 def iso(timestamp: float | None) -> str | None:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import ConnectionClosed
 
+from chat.status import ADMIN_ONLY
 from tests.e2e.conftest import StartServer, keep_secret
 from tests.e2e.harness import JsonClient, Server, open_ws, refused
 from tests.waiting import eventually
@@ -216,7 +217,7 @@ def test_status_and_metrics_need_an_admin_token(server: Server) -> None:
         # A valid token that is not an admin's: known, and not allowed.
         as_user = server.get(path, headers={"Authorization": f"Bearer {user}"})
         assert as_user.status_code == 403, path
-        assert as_user.json() == {"detail": "status access needs an admin token"}
+        assert as_user.json() == {"detail": ADMIN_ONLY}
         allowed = server.get(path, headers={"Authorization": f"Bearer {ADMIN}"})
         assert allowed.status_code == 200, path
     assert server.get("/healthz").status_code == 200

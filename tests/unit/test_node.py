@@ -760,7 +760,11 @@ async def test_disconnecting_a_user_closes_each_of_its_sessions_1013_when_it_may
         assert (await harness.node.disconnect(command)).here == 2
         await settle()
         [bye] = first.of_type("bye")
-        assert (bye["reason"], bye["detail"], bye["reconnect"]) == ("disconnected", "moving you", True)
+        assert (bye["reason"], bye["detail"], bye["reconnect"]) == (
+            "disconnected",
+            "moving you",
+            True,
+        )
         assert 1000 <= bye["retry_after_ms"] < 5000
         assert first.closed == (1013, "disconnected by the server")
         assert plain.closed == (1013, "disconnected by the server")
