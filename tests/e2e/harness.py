@@ -145,7 +145,9 @@ class JsonClient:
         self.ws = ws
         self.answer_pings = answer_pings
         self._pending: list[dict[str, Any]] = []
-        #: The ``joined`` of the URL's room, once :meth:`greeted` has read it.
+        #: The ``welcome`` and the ``joined`` of the URL's room, once :meth:`greeted`
+        #: has read them.
+        self.welcome: dict[str, Any] = {}
         self.joined: dict[str, Any] = {}
 
     async def recv(self) -> dict[str, Any]:
@@ -176,7 +178,7 @@ class JsonClient:
         welcome = await self.recv()
         joined = await self.recv()
         assert (welcome["type"], joined["type"]) == ("welcome", "joined")
-        self.joined = joined
+        self.welcome, self.joined = welcome, joined
         return welcome, joined
 
 
