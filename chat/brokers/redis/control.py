@@ -204,7 +204,11 @@ class Control:
             detail=data["detail"],
             reconnect=data["reconnect"],
         )
-        closed = self.apply(command) if self.apply is not None else 0
+        try:
+            closed = self.apply(command) if self.apply is not None else 0
+        except Exception:
+            log.exception("applying a disconnect command from node %s failed", data["from"])
+            closed = 0
         answer = orjson.dumps({"k": "a", "ask": data["ask"], "node": self._node, "closed": closed})
         with suppress(BrokerUnavailable):  # the sender then names this node as unanswered
             await self._link.call(
