@@ -8,7 +8,6 @@ workers' metrics meet in one directory (:mod:`chat.workers`), so that
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ except OSError as error:
 
 from chat import hypercorn_hooks
 from chat.app import create_app
+from chat.logs import configure_logging
 from chat.settings import SettingsError, load_settings
 
 try:
@@ -35,12 +35,7 @@ except SettingsError as error:
     print(f"chat: configuration error: {error}", file=sys.stderr)
     raise SystemExit(2) from None
 
-# Our own handler on the "chat" logger only: Hypercorn configures its own loggers.
-_handler = logging.StreamHandler()
-_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-_log = logging.getLogger("chat")
-_log.addHandler(_handler)
-_log.setLevel(settings.log_level)
-_log.propagate = False
+# Text or JSON lines (CHAT_LOG_FORMAT); Hypercorn's own loggers too in JSON mode.
+configure_logging(settings)
 app = create_app(settings)
 hypercorn_hooks.install(app.state.node)  # on another Hypercorn version, it says why not

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket
 from chat import __version__, api, endpoints, status
 from chat.brokers import Broker
 from chat.clock import Clock
+from chat.forwarded import TrustedProxies, client_address
 from chat.metrics import create_metrics
 from chat.node import Node
 from chat.settings import Settings
@@ -37,8 +38,12 @@ class ChatApp(FastAPI):
     direct: tuple[WebSocketRoute, ...] = tuple(
         r for r in endpoints.router.routes if isinstance(r, WebSocketRoute)
     )
+    #: Peers whose forwarding headers are believed (``CHAT_TRUSTED_PROXIES``).
+    proxies: TrustedProxies = TrustedProxies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.proxies and scope["type"] in ("http", "websocket"):
+            forward(scope, self.proxies)
         if scope["type"] == "websocket" and not self.user_middleware and not self._traced():
             for route in self.direct:
                 match, child = route.matches(scope)
@@ -59,6 +64,23 @@ class ChatApp(FastAPI):
         """FastAPI's native telemetry (0.165+) is on: its spans wrap every connection."""
         telemetry = getattr(self, "_native_telemetry", None)
         return telemetry is not None and bool(telemetry.enabled())
+
+
+def forward(scope: Scope, proxies: TrustedProxies) -> None:
+    """Put the client's address in ``scope["client"]`` when a trusted proxy forwarded it.
+
+    Only a peer in ``proxies`` is believed (:mod:`chat.forwarded`); the port
+    is 0 unless the proxy gave one. The scope is changed in place, not
+    copied as ASGI middleware would: Hypercorn logs the access from this
+    same dict, so its access log shows the client too, and no middleware
+    frame stays on the stack of every WebSocket for its life.
+    """
+    client = scope.get("client")
+    if client is None or not proxies.trusts(client[0]):
+        return
+    found = client_address(scope["headers"], proxies)
+    if found is not None:
+        scope["client"] = found
 
 
 def create_app(
@@ -104,6 +126,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.proxies = settings.proxies
     app.state.node = node
     app.state.metrics = metrics
     app.include_router(endpoints.router, include_in_schema=False)

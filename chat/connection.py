@@ -195,7 +195,9 @@ class Connection:
                 try:
                     await self._do(request)
                 except Exception:
-                    log.exception("session %s: internal error", self.id)
+                    log.exception(
+                        "session %s: internal error", self.id, extra=self.session.log_fields()
+                    )
                     self.core.close(InternalError(), self._host.clock.now())
 
     async def _do(self, request: Request) -> None:
@@ -249,7 +251,10 @@ class Connection:
             await self._host.broker.announce(request.change)
         except BrokerUnavailable:
             log.warning(
-                "session %s: presence join in %s not announced", self.id, request.change.room
+                "session %s: presence join in %s not announced",
+                self.id,
+                request.change.room,
+                extra=self.session.log_fields(room=request.change.room),
             )
 
     def _finish(self, disconnect: Disconnect | None) -> None:
@@ -264,5 +269,6 @@ class Connection:
             session.close_code,
             session.close_reason,
             session.closed_by,
+            extra=session.log_fields(),
         )
         self.writer.stop()

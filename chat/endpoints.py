@@ -97,8 +97,11 @@ def _node(websocket: WebSocket) -> Node:
 
 
 def _remote(websocket: WebSocket) -> str:
+    """``host:port`` of the client; ``host`` alone when a proxy forwarded no port."""
     client = websocket.client
-    return f"{client.host}:{client.port}" if client else "unknown"
+    if client is None:
+        return "unknown"
+    return f"{client.host}:{client.port}" if client.port else client.host
 
 
 #: A token may be offered as an extra subprotocol ``bearer.<jwt>`` (browsers

@@ -139,6 +139,7 @@ class Node:
             timers=self.timers,
             now=now,
             host=handshake.host,
+            room=handshake.room,
         )
         core = SessionCore(
             session, self.settings, self.auth, self.registry.totals, self.rooms.users
@@ -156,9 +157,20 @@ class Node:
             except Exception as error:
                 rejection = error if isinstance(error, Rejection) else None
                 if rejection is None:
-                    log.exception("session %s: admitting the handshake failed", session.id)
+                    log.exception(
+                        "session %s: admitting the handshake failed",
+                        session.id,
+                        extra=session.log_fields(),
+                    )
                     rejection = Rejection(500, "internal_error", "internal error")
                 session.reject(self.clock.now(), rejection.status, rejection.reason)
+                log.debug(
+                    "session %s refused: %d %s",
+                    session.id,
+                    rejection.status,
+                    rejection.reason,
+                    extra=session.log_fields(close_code=rejection.status),
+                )
                 self.registry.rejected(connection, rejection.reason)
                 await transport.reject(rejection.status, rejection.detail)
                 return
@@ -181,7 +193,11 @@ class Node:
         try:
             await self.broker.release_session(session.user)
         except BrokerUnavailable:
-            log.warning("session %s: its user's session count was not released", session.id)
+            log.warning(
+                "session %s: its user's session count was not released",
+                session.id,
+                extra=session.log_fields(),
+            )
 
     async def _run(self, handshake: Handshake, connection: Connection, transport: Socket) -> None:
         """Accept an admitted handshake and serve the session until it ends."""
@@ -200,6 +216,7 @@ class Node:
             session.protocol.value,
             session.user,
             session.remote,
+            extra=session.log_fields(),
         )
         # Admitted before a drain began: greeted, then closed like the others.
         closing = Shutdown(retry_after_ms=retry_after_ms()) if self.draining else None

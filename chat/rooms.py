@@ -186,13 +186,18 @@ class Rooms:
             if await self._broker.presence_leave(room, user):
                 await self._broker.announce(PresenceChange(room, "leave", user, origin))
         except BrokerUnavailable:
-            log.warning("presence of %s in room %s not released: broker unavailable", user, room)
+            log.warning(
+                "presence of %s in room %s not released: broker unavailable",
+                user,
+                room,
+                extra={"user": user, "room": room},
+            )
 
     async def _unsubscribe(self, room: str, done: anyio.Event) -> None:
         try:
             await self._broker.unsubscribe(room)
         except Exception:
-            log.warning("unsubscribing room %s failed", room, exc_info=True)
+            log.warning("unsubscribing room %s failed", room, exc_info=True, extra={"room": room})
         finally:
             if self._unsubscribing.get(room) is done:
                 del self._unsubscribing[room]

@@ -208,6 +208,7 @@ class Session:
         "protocol",
         "public_state",
         "remote",
+        "room",
         "rooms",
         "state",
         "timers",
@@ -226,6 +227,7 @@ class Session:
         timers: Timers,
         now: float,
         host: str = "",
+        room: str | None = None,
     ) -> None:
         self.id = id
         self.user = user
@@ -233,6 +235,8 @@ class Session:
         self.remote = remote
         #: The client's address without the port, for per-address caps.
         self.host = host
+        #: The room of the URL it connected to (``/ws/{room}``); None on ``/ws``.
+        self.room = room
         #: When the session's token expires (monotonic, leeway included); None without one.
         self.token_deadline: float | None = None
         self.node = node
@@ -332,6 +336,25 @@ class Session:
         self.closed_by = closed_by
         self.closed_at = now
         self._pong_deadline = None
+
+    def log_fields(self, **more: object) -> dict[str, object]:
+        """This session as the fields of a log record (``extra=``): never a token.
+
+        ``session``, ``user``, ``room`` (the URL's, or ``more``'s), ``remote``,
+        and once closed ``close_code``, ``close_reason`` and ``closed_by``.
+        """
+        fields: dict[str, object] = {
+            "session": self.id,
+            "user": self.user,
+            "room": self.room,
+            "remote": self.remote,
+        }
+        if self.closed_at is not None:
+            fields["close_code"] = self.close_code
+            fields["close_reason"] = self.close_reason
+            fields["closed_by"] = self.closed_by
+        fields.update(more)
+        return fields
 
     def due(self, now: float) -> Due | None:
         """What the timers want at ``now``, the most pressing first; None when nothing.

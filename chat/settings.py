@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from chat.forwarded import TrustedProxies, parse_proxies
 from chat.keys import load_public_key
 
 PREFIX = "CHAT_"
@@ -74,6 +75,8 @@ class Settings(BaseSettings):
     allowed_origins: str | None = None
     status_token: str | None = Field(default=None, repr=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    trusted_proxies: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -143,6 +146,14 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_proxies(value)
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> Self:
         if self.idle_timeout and self.idle_timeout <= self.idle_after:
@@ -165,6 +176,11 @@ class Settings(BaseSettings):
         if self.allowed_origins is None:
             return None
         return frozenset(o.strip().lower() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def proxies(self) -> TrustedProxies:
+        """The peers whose ``X-Forwarded-For``/``Forwarded`` are believed (parsed on each call)."""
+        return parse_proxies(self.trusted_proxies or "")
 
     @property
     def supervisor_tick(self) -> float:

@@ -41,6 +41,8 @@ class Supervisor:
             try:
                 live.on_timer(now)
             except Exception:
-                log.exception("session %s: timer failed", live.session.id)
+                log.exception(
+                    "session %s: timer failed", live.session.id, extra=live.session.log_fields()
+                )
                 live.abort()
         self._registry.purge(now)

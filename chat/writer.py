@@ -94,7 +94,9 @@ class Writer:
         try:
             written = self._transport.write(self._encoded(frames))
         except Exception:
-            log.exception("session %s: write failed", core.session.id)
+            log.exception(
+                "session %s: write failed", core.session.id, extra=core.session.log_fields()
+            )
             self._failed()
             return
         if not written:
@@ -130,7 +132,9 @@ class Writer:
                     core.close_frame_sent()
                     await transport.close(*close)
         except Exception:
-            log.exception("session %s: writer failed", core.session.id)
+            log.exception(
+                "session %s: writer failed", core.session.id, extra=core.session.log_fields()
+            )
             self._failed()
         finally:
             # Nothing was queued since the last take: the flusher writes from here.

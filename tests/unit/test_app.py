@@ -28,7 +28,14 @@ class Recorder:
         await self.app(scope, receive, send)
 
 
-async def websocket(app: FastAPI, path: str, texts: list[str]) -> list[Message]:
+async def websocket(
+    app: FastAPI,
+    path: str,
+    texts: list[str],
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    client: tuple[str, int] = ("127.0.0.1", 5000),
+) -> list[Message]:
     """One WebSocket session over raw ASGI: connect, send ``texts``, hang up."""
     inbox: list[Message] = [{"type": "websocket.connect"}]
     inbox += [{"type": "websocket.receive", "text": text} for text in texts]
@@ -57,8 +64,8 @@ async def websocket(app: FastAPI, path: str, texts: list[str]) -> list[Message]:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": query.encode(),
-        "headers": [],
-        "client": ("127.0.0.1", 5000),
+        "headers": headers or [],
+        "client": client,
         "server": ("127.0.0.1", 8000),
         "subprotocols": [],
         "scheme": "ws",
@@ -131,3 +138,48 @@ async def test_with_fastapis_own_telemetry_on_websockets_take_the_usual_path(
     assert app._traced() is True
     assert texts_sent(await websocket(app, "/ws", ["traced"])) == ["Message text was: traced"]
     assert traced == ["/ws"]
+
+
+def remotes(app: FastAPI) -> list[tuple[str, str]]:
+    """``(remote, host)`` of every session the node has seen."""
+    return [(session.remote, session.host) for session, _ in app.state.node.registry.sessions()]
+
+
+FORGED = [(b"x-forwarded-for", b"203.0.113.7")]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "headers", "seen"),
+    [
+        # Nobody trusted (the default): the header is not believed.
+        (None, ("127.0.0.1", 5000), FORGED, ("127.0.0.1:5000", "127.0.0.1")),
+        # A trusted peer: the forwarded address, without a port.
+        ("127.0.0.1", ("127.0.0.1", 5000), FORGED, ("203.0.113.7", "203.0.113.7")),
+        ("10.0.0.0/8", ("10.1.2.3", 5000), FORGED, ("203.0.113.7", "203.0.113.7")),
+        # An untrusted peer with a forged header: the peer.
+        ("10.0.0.0/8", ("192.0.2.1", 5000), FORGED, ("192.0.2.1:5000", "192.0.2.1")),
+        # A trusted peer forwarding garbage: the peer.
+        (
+            "127.0.0.1",
+            ("127.0.0.1", 5000),
+            [(b"x-forwarded-for", b"junk")],
+            ("127.0.0.1:5000", "127.0.0.1"),
+        ),
+        (
+            "127.0.0.1",
+            ("127.0.0.1", 5000),
+            [(b"forwarded", b'for="[2001:db8::1]:4711"')],
+            ("2001:db8::1:4711", "2001:db8::1"),
+        ),
+    ],
+)
+async def test_the_session_address_is_the_forwarded_one_only_from_a_trusted_peer(
+    trusted: str | None,
+    peer: tuple[str, int],
+    headers: list[tuple[bytes, bytes]],
+    seen: tuple[str, str],
+) -> None:
+    app = create_app(make_settings(trusted_proxies=trusted))
+    await websocket(app, "/ws/lobby", ["hi"], headers=headers, client=peer)
+    assert remotes(app) == [seen]
+    assert app.middleware_stack is None

@@ -179,6 +179,10 @@ def test_unknown_chat_variable_is_rejected_by_name() -> None:
         ("CHAT_NODE_ID", ""),
         ("CHAT_NODE_ID", "n" * 129),
         ("CHAT_LOG_LEVEL", "TRACE"),
+        ("CHAT_LOG_FORMAT", "xml"),
+        ("CHAT_TRUSTED_PROXIES", "nginx"),
+        ("CHAT_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/33"),
+        ("CHAT_TRUSTED_PROXIES", "10.0.0.1/8"),
     ],
 )
 def test_bad_value_is_rejected_naming_the_variable(variable: str, raw: str) -> None:
@@ -387,3 +391,25 @@ def test_a_redis_url_is_accepted_and_never_shown() -> None:
     settings = load_settings({"CHAT_BROKER_URL": "redis://user:Sup3rSecret@cache:6379/0"})
     assert settings.broker_url.startswith("redis://")
     assert "Sup3rSecret" not in repr(settings)
+
+
+def test_trusted_proxies_default_to_nobody_and_take_addresses_and_networks() -> None:
+    assert not load_settings({}).proxies
+    proxies = load_settings({"CHAT_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8, ::1"}).proxies
+    assert [proxies.trusts(host) for host in ("127.0.0.1", "10.1.1.1", "::1", "192.0.2.1")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert not load_settings({"CHAT_TRUSTED_PROXIES": " "}).proxies
+
+
+def test_a_bad_trusted_proxy_is_named_in_the_error() -> None:
+    with pytest.raises(SettingsError, match=r"^CHAT_TRUSTED_PROXIES: 'nginx' is not an IP"):
+        load_settings({"CHAT_TRUSTED_PROXIES": "127.0.0.1,nginx"})
+
+
+def test_log_format_is_text_by_default() -> None:
+    assert load_settings({}).log_format == "text"
+    assert load_settings({"CHAT_LOG_FORMAT": "json"}).log_format == "json"
