@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -21,9 +21,15 @@ from tests.domain import make_settings
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-token-value.signature"
 
 
-def record(message: str = "hello %s", *args: object, **extra: Any) -> logging.LogRecord:
-    made = logging.LogRecord("chat.session", logging.WARNING, __file__, 1, message, args, None)
-    made.__dict__.update(extra)
+def record(
+    message: str = "hello %s",
+    args: tuple[object, ...] = (),
+    fields: Mapping[str, object] | None = None,
+    exc_info: Any = None,
+) -> logging.LogRecord:
+    """A record as ``log.warning(message, *args, extra=fields)`` makes it."""
+    made = logging.LogRecord("chat.session", logging.WARNING, __file__, 1, message, args, exc_info)
+    made.__dict__.update(fields or {})
     return made
 
 
@@ -49,7 +55,7 @@ def make_session() -> Session:
 
 
 def test_a_record_is_one_json_object_with_time_level_logger_and_message() -> None:
-    made = record("hello %s", "world")
+    made = record("hello %s", ("world",))
     made.created = 1764800000.25
     assert formatted(made) == {
         "time": "2025-12-03T22:13:20.250Z",
@@ -60,7 +66,7 @@ def test_a_record_is_one_json_object_with_time_level_logger_and_message() -> Non
 
 
 def test_a_live_sessions_fields_are_keys_of_their_own() -> None:
-    entry = formatted(record(**make_session().log_fields()))
+    entry = formatted(record(fields=make_session().log_fields()))
     assert {key: entry[key] for key in ("session", "user", "room", "remote")} == {
         "session": "abc123",
         "user": "ann",
@@ -74,7 +80,7 @@ def test_a_closed_session_adds_how_it_closed() -> None:
     session = make_session()
     session.accept(1.0)
     session.close(2.0, 4500, "idle_timeout", "server")
-    entry = formatted(record(**session.log_fields()))
+    entry = formatted(record(fields=session.log_fields()))
     assert (entry["close_code"], entry["close_reason"], entry["closed_by"]) == (
         4500,
         "idle_timeout",
@@ -83,7 +89,7 @@ def test_a_closed_session_adds_how_it_closed() -> None:
 
 
 def test_a_field_given_at_the_call_replaces_the_sessions() -> None:
-    assert formatted(record(**make_session().log_fields(room="games")))["room"] == "games"
+    assert formatted(record(fields=make_session().log_fields(room="games")))["room"] == "games"
 
 
 def test_session_fields_are_the_ones_the_formatter_writes() -> None:
@@ -103,7 +109,7 @@ def test_none_fields_are_left_out() -> None:
         timers=Timers.of(make_settings()),
         now=0.0,
     )
-    assert "room" not in formatted(record(**session.log_fields()))
+    assert "room" not in formatted(record(fields=session.log_fields()))
 
 
 def test_an_exception_is_one_escaped_field() -> None:
