@@ -11,7 +11,7 @@ import-linter contracts of ``pyproject.toml`` check them):
    :mod:`chat.rooms`, :mod:`chat.registry`, :mod:`chat.supervisor`,
    :mod:`chat.brokers`.
 3. Edge, the only code that knows FastAPI, ASGI and Hypercorn: :mod:`chat.app`,
-   :mod:`chat.endpoints`, :mod:`chat.status`, :mod:`chat.metrics`,
+   :mod:`chat.endpoints`, :mod:`chat.status`, :mod:`chat.spec`, :mod:`chat.metrics`,
    :mod:`chat.workers`, :mod:`chat.hypercorn_hooks`.
 """
 

@@ -12,7 +12,7 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import __version__, api, endpoints, status
+from chat import __version__, api, endpoints, spec, status
 from chat.brokers import Broker
 from chat.clock import Clock
 from chat.forwarded import TrustedProxies, client_address
@@ -131,5 +131,6 @@ def create_app(
     app.state.metrics = metrics
     app.include_router(endpoints.router, include_in_schema=False)
     app.include_router(status.router, include_in_schema=False)
+    app.include_router(spec.router)
     app.include_router(api.router)
     return app

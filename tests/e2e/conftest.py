@@ -5,7 +5,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.typing import Data
 
+from tests.asyncapi import FrameWatch, server_frames
 from tests.e2e.harness import Server, start_server
 
 StartServer = Callable[..., Server]
@@ -65,3 +68,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _frame_watch_of_session() -> Iterator[FrameWatch]:
+    """Wrap ``ClientConnection.recv`` (which ``async for`` uses too) for the whole run:
+    every frame a ``chat.v1`` / ``chat.v1.batch`` test client receives is checked
+    against chat/asyncapi.json, in every test, module fixtures included."""
+    watch = FrameWatch(server_frames())
+    original = ClientConnection.recv
+
+    async def recv(self: ClientConnection, decode: bool | None = None) -> Data:
+        data = await original(self, decode)
+        watch.received(self.subprotocol, data)
+        return data
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ClientConnection, "recv", recv)
+        yield watch
+
+
+@pytest.fixture(autouse=True)
+def frame_watch(_frame_watch_of_session: FrameWatch) -> Iterator[FrameWatch]:
+    """The run's :class:`~tests.asyncapi.FrameWatch`; fails the test that received a
+    frame the document does not allow, even one whose error a test or a client
+    task swallowed."""
+    watch = _frame_watch_of_session
+    yield watch
+    failures = list(watch.failures)
+    watch.failures.clear()
+    assert not failures, "server frames that do not match chat/asyncapi.json:\n" + "\n".join(
+        failures
+    )
