@@ -70,12 +70,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+#: The run's frame watch, for the terminal summary.
+WATCHES: list[FrameWatch] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many server frames were checked against chat/asyncapi.json: none
+    in a run with JSON sessions would mean the check is off."""
+    for watch in WATCHES:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(watch.kinds.items()))
+        terminalreporter.write_line(
+            f"chat/asyncapi.json: {watch.seen} chat.v1 server objects checked ({kinds})"
+        )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _frame_watch_of_session() -> Iterator[FrameWatch]:
     """Wrap ``ClientConnection.recv`` (which ``async for`` uses too) for the whole run:
     every frame a ``chat.v1`` / ``chat.v1.batch`` test client receives is checked
     against chat/asyncapi.json, in every test, module fixtures included."""
     watch = FrameWatch(server_frames())
+    WATCHES.append(watch)
     original = ClientConnection.recv
 
     async def recv(self: ClientConnection, decode: bool | None = None) -> Data:
