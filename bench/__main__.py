@@ -33,24 +33,20 @@ test); ``make bench`` runs everything with ``--baseline --pairs 3``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import REPO, Server, start_server
+from bench.processes import Client, PeakRss, deploy, rss_kib
+from tests.e2e.harness import REPO
 
-TICKS = os.sysconf("SC_CLK_TCK")
 RESULTS = REPO / "bench" / "results"
 
 
@@ -74,6 +70,12 @@ class Scenario:
     pad: int = 0
     #: Extra ``CHAT_*`` settings for chat's server.
     env: dict[str, str] = field(default_factory=dict)
+    #: Messages each sender has in flight (sent, not yet back to it).
+    window: int = 16
+    #: Chat nodes on one Redis for the ``redis`` target (members spread over them).
+    nodes: int = 1
+    #: What is measured, and what against (with ``--baseline``, or always for a cluster).
+    targets: tuple[str, str] = ("chat", "naive")
 
     def tenth(self) -> Scenario:
         """The same shape with a tenth of the messages and sessions."""
@@ -87,6 +89,8 @@ class Scenario:
 
 
 BEAT = {"CHAT_HEARTBEAT_INTERVAL": "1", "CHAT_HEARTBEAT_TIMEOUT": "2"}
+
+CLUSTER: dict[str, Any] = {"window": 8, "nodes": 2, "targets": ("redis", "memory")}
 
 SCENARIOS = {
     s.name: s
@@ -105,101 +109,12 @@ SCENARIOS = {
         # (4 MB sent, 4 KiB received) and chat's send queue hold.
         Scenario("stuck", members=20, messages=3000, rate=200, pad=4000, stuck=True, limit_s=30),
         Scenario("unstuck", members=20, messages=3000, rate=200, pad=4000, limit_s=30),
+        # Two nodes on one Redis against one node with the memory broker: one
+        # sender per room flat out, 8 messages in flight (issue 12's measurement).
+        Scenario("cluster-1x100", messages=2000, **CLUSTER),
+        Scenario("cluster-10x10", rooms=10, members=10, messages=1000, **CLUSTER),
     ]
 }
-
-
-# -- processes ---------------------------------------------------------------------
-
-
-def worker_pid(server: Server) -> int:
-    found = subprocess.run(
-        ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=True
-    )
-    for pid in found.stdout.split():
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return int(pid)
-    raise RuntimeError("no Hypercorn worker")
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def start(target: str, logs: Path, extra: dict[str, str]) -> Server:
-    env = {
-        "CHAT_RATE": "1000000",
-        "CHAT_BURST": "1000000",
-        "CHAT_MAX_SESSIONS": "100000",
-        "CHAT_MAX_SESSIONS_PER_USER": "0",
-        "CHAT_LOG_LEVEL": "WARNING",
-        **extra,
-    }
-    app = "main:app" if target == "chat" else "bench.naive_app:app"
-    return start_server(logs, env, app=app)
-
-
-class PeakRss:
-    """The highest RSS of ``pid`` seen while in the ``with`` block (sampled every 0.1 s)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.kib = rss_kib(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.1):
-            with contextlib.suppress(OSError):
-                self.kib = max(self.kib, rss_kib(self.pid))
-
-
-class Client:
-    """One ``bench.client`` process."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.client"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.say(json.dumps(spec))
-
-    def line(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        text = self.process.stdout.readline()
-        if not text:
-            raise RuntimeError("bench client died")
-        result: dict[str, Any] = json.loads(text)
-        return result
-
-    def say(self, word: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(word + "\n")
-        self.process.stdin.flush()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
 
 
 # -- one run -------------------------------------------------------------------------
@@ -215,6 +130,8 @@ def connections(s: Scenario) -> list[dict[str, Any]]:
                 {
                     "id": f"{room}-{member}",
                     "room": f"r{room}",
+                    # Spread over the nodes; the first member (a sender) on the first.
+                    "node": member,
                     "sender": sender and not s.idle and not s.echo,
                     "stuck": stuck,
                     "expect": 0 if (stuck or s.idle or s.echo) else s.senders * s.messages,
@@ -224,24 +141,28 @@ def connections(s: Scenario) -> list[dict[str, Any]]:
 
 
 def run(target: str, s: Scenario) -> dict[str, Any]:
-    """One run of ``s`` against a fresh server; the figures of the table."""
-    with tempfile.TemporaryDirectory() as logs:
-        server = start(target, Path(logs), s.env)
+    """One run of ``s`` against a fresh deployment of ``target``; the figures of the table."""
+    nodes = s.nodes if target == "redis" else 1
+    with deploy(target, nodes, s.env) as deployment:
         clients: list[Client] = []
         try:
-            pid = worker_pid(server)
+            pid = deployment.worker
             time.sleep(0.3)
             rss_before = rss_kib(pid)
             protocol = "text" if target == "naive" else s.protocol
             conns = connections(s)
+            urls = [f"ws://127.0.0.1:{server.port}" for server in deployment.servers]
+            for conn in conns:
+                conn["url"] = urls[conn.pop("node") % len(urls)]
             shares = [conns[i :: s.clients] for i in range(s.clients)]
             for share in shares:
                 spec = {
-                    "url": f"ws://127.0.0.1:{server.port}",
+                    "url": urls[0],
                     "protocol": protocol,
                     "connections": share,
                     "messages": s.messages,
                     "rate": s.rate,
+                    "window": s.window,
                     "echo": s.echo,
                     "idle": bool(s.idle),
                     "limit_s": s.limit_s,
@@ -252,7 +173,8 @@ def run(target: str, s: Scenario) -> dict[str, Any]:
             connect_s = max(r["connect_s"] for r in ready)
             time.sleep(1.0 if s.idle else 0.2)
             rss_ready = rss_kib(pid)
-            cpu_before = cpu_s(pid)
+            cpu_before = deployment.cpu_s()
+            redis_before = deployment.redis_cpu_s()
             started = time.monotonic()
             with PeakRss(pid) as peak:
                 for c in clients:
@@ -264,16 +186,14 @@ def run(target: str, s: Scenario) -> dict[str, Any]:
                         c.say("stop")
                 results = [c.line() for c in clients]
                 elapsed = time.monotonic() - started
-                cpu = cpu_s(pid) - cpu_before
+                cpu = deployment.cpu_s() - cpu_before
+                redis_cpu = deployment.redis_cpu_s() - redis_before
                 rss_after = rss_kib(pid)
             # How chat closed sessions (the stuck member cannot read its close frame).
-            closed_by = (
-                server.json("/status")["totals"]["closed_by_reason"] if target == "chat" else {}
-            )
+            closed_by = deployment.closed_by_reason()
         finally:
             for c in clients:
                 c.stop()
-            server.stop()
     received = sum(r["received"] for r in results)
     samples = sorted(x for r in results for x in r["samples"])
     figures: dict[str, Any] = {
@@ -281,6 +201,7 @@ def run(target: str, s: Scenario) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 3),
         "timed_out": any(r.get("timed_out") for r in results),
         "received": received,
+        "nodes": nodes,
         "server_cpu_s": round(cpu, 3),
         "client_cpu_s": round(sum(r["client_cpu_s"] for r in results), 3),
         "rss_before_kib": rss_before,
@@ -295,7 +216,12 @@ def run(target: str, s: Scenario) -> dict[str, Any]:
             if v and k not in ("client_closed", "connection_lost")
         },
     }
+    published = s.rooms * s.senders * s.messages
+    if deployment.redis is not None:
+        figures["redis_cpu_s"] = round(redis_cpu, 3)
+        figures["redis_us_per_publish"] = round(redis_cpu / published * 1e6, 2)
     if received:
+        figures["server_us_per_publish"] = round(cpu / published * 1e6, 1)
         figures["deliveries_per_s"] = round(received / elapsed)
         figures["server_us_per_delivery"] = round(cpu / received * 1e6, 2)
         figures["client_us_per_delivery"] = round(figures["client_cpu_s"] / received * 1e6, 2)
@@ -326,6 +252,7 @@ KEY = {
     "idle": "kib_per_connection",
     "stuck": "p99_ms",
     "unstuck": "p99_ms",
+    "cluster": "server_us_per_delivery",
 }
 
 
@@ -335,12 +262,18 @@ def key_of(name: str) -> str:
 
 @dataclass
 class Row:
+    """A scenario's runs of its two targets: ``a`` measured, ``b`` what it is compared with."""
+
     scenario: str
-    chat: list[dict[str, Any]] = field(default_factory=list)
-    naive: list[dict[str, Any]] = field(default_factory=list)
+    targets: tuple[str, str] = ("chat", "naive")
+    a: list[dict[str, Any]] = field(default_factory=list)
+    b: list[dict[str, Any]] = field(default_factory=list)
 
     def ratios(self) -> list[float]:
-        return pair_ratios(self.chat, self.naive, key_of(self.scenario))
+        return pair_ratios(self.a, self.b, key_of(self.scenario))
+
+    def runs(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        return list(zip(self.targets, (self.a, self.b), strict=True))
 
 
 def pair_ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], figure: str) -> list[float]:
@@ -359,16 +292,16 @@ def median(runs: list[dict[str, Any]], figure: str) -> Any:
 
 def table(rows: list[Row]) -> str:
     out = [
-        f"{'scenario':<22} {'figure':<24} {'chat (median)':>14} {'naive (median)':>15}"
+        f"{'scenario':<22} {'figure':<24} {'A / B':>13} {'A (median)':>11} {'B (median)':>11}"
         f" {'ratio per pair':>24} {'median ratio':>13}"
     ]
     for row in rows:
         figure = key_of(row.scenario)
-        chat, naive = median(row.chat, figure), median(row.naive, figure)
+        a, b = median(row.a, figure), median(row.b, figure)
         ratios = row.ratios()
         out.append(
-            f"{row.scenario:<22} {figure:<24} {chat if chat is not None else '-':>14}"
-            f" {naive if naive is not None else '-':>15}"
+            f"{row.scenario:<22} {figure:<24} {'/'.join(row.targets):>13}"
+            f" {a if a is not None else '-':>11} {b if b is not None else '-':>11}"
             f" {' '.join(str(r) for r in ratios) or '-':>24}"
             f" {round(statistics.median(ratios), 3) if ratios else '-':>13}"
         )
@@ -376,28 +309,30 @@ def table(rows: list[Row]) -> str:
     if "stuck" in by_name and "unstuck" in by_name:
         stuck, unstuck = by_name["stuck"], by_name["unstuck"]
         for target, a, b in (
-            ("chat", stuck.chat, unstuck.chat),
-            ("naive", stuck.naive, unstuck.naive),
+            ("chat", stuck.a, unstuck.a),
+            ("naive", stuck.b, unstuck.b),
         ):
             ratios = pair_ratios(a, b, "p99_ms")
             if ratios:
                 out.append(
-                    f"{'stuck / unstuck':<22} {'p99_ms, ' + target:<24} {'':>14} {'':>15}"
+                    f"{'stuck / unstuck':<22} {'p99_ms, ' + target:<24} {'':>13} {'':>11} {'':>11}"
                     f" {' '.join(map(str, ratios)):>24} {round(statistics.median(ratios), 3):>13}"
                 )
     out.append("")
     out.append(
         f"{'scenario':<22} {'target':<6} {'deliv/s':>8} {'srv us/d':>9} {'cli us/d':>9}"
-        f" {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} {'other':>22}"
+        f" {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} {'srv us/pub':>10} {'other':>22}"
     )
     for row in rows:
-        for target, runs in (("chat", row.chat), ("naive", row.naive)):
+        for target, runs in row.runs():
             for r in runs:
                 other = ""
                 if "round_trips_per_s" in r:
                     other = f"{r['round_trips_per_s']} rt/s"
                 if "kib_per_connection" in r:
                     other = f"{r['kib_per_connection']} KiB/c {r['connects_per_s']} c/s"
+                if "redis_us_per_publish" in r:
+                    other = f"redis {r['redis_us_per_publish']} us/pub"
                 if r.get("timed_out"):
                     other += " TIMED OUT"
                 if r.get("server_closed_by_reason"):
@@ -413,7 +348,8 @@ def table(rows: list[Row]) -> str:
                     f"{row.scenario:<22} {target:<6} {r.get('deliveries_per_s', '-'):>8}"
                     f" {r.get('server_us_per_delivery', '-'):>9}"
                     f" {r.get('client_us_per_delivery', '-'):>9} {r.get('p50_ms', '-'):>7}"
-                    f" {r.get('p99_ms', '-'):>7} {r.get('max_ms', '-'):>8} {other:>22}".rstrip()
+                    f" {r.get('p99_ms', '-'):>7} {r.get('max_ms', '-'):>8}"
+                    f" {r.get('server_us_per_publish', '-'):>10} {other:>22}".rstrip()
                 )
     return "\n".join(out)
 
@@ -441,15 +377,17 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
     for name in names:
-        row = Row(name)
         scenario = SCENARIOS[name].tenth() if args.quick else SCENARIOS[name]
+        row = Row(name, scenario.targets)
+        # A cluster is always measured against one node: that is its point.
+        against = args.baseline or scenario.targets[0] != "chat"
         if args.idle and scenario.idle:
             members = max(1, args.idle // scenario.rooms)
             scenario = replace(scenario, idle=members * scenario.rooms, members=members)
         for pair in range(args.pairs):
-            row.chat.append(run("chat", scenario))
-            if args.baseline:
-                row.naive.append(run("naive", scenario))
+            row.a.append(run(row.targets[0], scenario))
+            if against:
+                row.b.append(run(row.targets[1], scenario))
             print(f"{name}: pair {pair + 1}/{args.pairs} done", file=sys.stderr, flush=True)
         rows.append(row)
     text = table(rows)
@@ -461,7 +399,7 @@ def main() -> None:
             {
                 "machine": machine(),
                 "command": " ".join(sys.argv),
-                "rows": [{"scenario": r.scenario, "chat": r.chat, "naive": r.naive} for r in rows],
+                "rows": [{"scenario": r.scenario, **dict(r.runs())} for r in rows],
                 "table": text,
             },
             indent=2,

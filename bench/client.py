@@ -139,7 +139,7 @@ async def connect(spec: Spec, totals: Totals, index: int, conn: dict[str, Any]) 
     name = f"c{conn.get('id', index)}"
     _, member = await ws_connect(
         lambda: Member(spec, totals, name, conn["room"]),
-        f"{spec.url}/ws/{conn['room']}",
+        f"{conn.get('url', spec.url)}/ws/{conn['room']}",
         extra_headers=headers,
         websocket_handshake_timeout=30,
     )
