@@ -44,6 +44,9 @@ from chat.writer import Writer
 
 log = logging.getLogger("chat.session")
 
+#: Sends of one burst published together, at most.
+MAX_BATCH = 64
+
 
 class SessionBroker(Bus, History, PresenceStore, Protocol):
     """What a session needs of the broker: publishing, rooms' history, presence."""
@@ -168,11 +171,18 @@ class Connection:
             try:
                 item = await transport.receive()
             except Exception:
-                return Disconnect(CloseCode.ABNORMAL, CONNECTION_LOST)
+                item = Disconnect(CloseCode.ABNORMAL, CONNECTION_LOST)
+            if core.has_requests and (isinstance(item, Disconnect) or not core.batches(item)):
+                await self._carry_out()  # the burst's sends, before what follows them
             if isinstance(item, Disconnect):
                 return item
             core.receive(item, clock.now(), clock.time())
-            if core.has_requests:
+            if core.has_requests and not (
+                # More sends of the burst wait: heard first, they are published with
+                # these in one round trip to the broker (a Redis pipeline), and reach
+                # every member together, in one write.
+                transport.ready() and core.waiting_requests < MAX_BATCH
+            ):
                 await self._carry_out()
             if core.has_output:
                 self.writer.schedule()
@@ -183,22 +193,42 @@ class Connection:
 
     async def _carry_out(self) -> None:
         """Carry out the core's requests, in order, reporting each outcome back (which
-        may make more: a join's presence announcement).
+        may make more: a join's presence announcement). Publishes that follow one
+        another go to the broker together (:meth:`Bus.publish_many`).
 
         What the core queued meanwhile (a ``joined``, a ``pong``) is written
         before each wait, not after the last.
         """
-        while requests := self.core.requests():
-            for request in requests:
-                if self.core.has_output:
+        core = self.core
+        while requests := core.requests():
+            start = 0
+            while start < len(requests):
+                if core.has_output:
                     self.writer.schedule()
+                end = start + 1
+                if type(requests[start]) is Publish:
+                    while end < len(requests) and type(requests[end]) is Publish:
+                        end += 1
                 try:
-                    await self._do(request)
+                    if end - start > 1:
+                        await self._publish_many(requests[start:end])  # type: ignore[arg-type]
+                    else:
+                        await self._do(requests[start])
                 except Exception:
                     log.exception(
                         "session %s: internal error", self.id, extra=self.session.log_fields()
                     )
-                    self.core.close(InternalError(), self._host.clock.now())
+                    core.close(InternalError(), self._host.clock.now())
+                start = end
+
+    async def _publish_many(self, requests: list[Publish]) -> None:
+        found = await self._host.broker.publish_many([request.draft for request in requests])
+        replies = self.core.replies
+        for request, outcome in zip(requests, found, strict=True):
+            if isinstance(outcome, BrokerUnavailable):
+                replies.failed(request, outcome)
+            else:
+                replies.published(request, outcome)
 
     async def _do(self, request: Request) -> None:
         host, core = self._host, self.core

@@ -32,6 +32,7 @@ from chat.outbox import SendQueue
 from chat.protocol import Subprotocol
 from chat.replies import MembersOf, Replies
 from chat.requests import (
+    Publish,
     Request,
 )
 from chat.session import ALLOWED, Session, SessionEvent, Totals, allowed
@@ -101,6 +102,11 @@ class SessionCore:
         """True when requests wait for the driver."""
         return bool(self._requests)
 
+    @property
+    def waiting_requests(self) -> int:
+        """How many requests wait for the driver."""
+        return len(self._requests)
+
     def requests(self) -> list[Request]:
         """The requests made since the last call, in order (the driver carries them out).
 
@@ -110,6 +116,25 @@ class SessionCore:
         if taken:
             self._requests = []
         return taken
+
+    def batches(self, message: str | bytes) -> bool:
+        """True when ``message`` may be heard before the requests waiting are carried out,
+        so that its publish goes out with theirs in one round trip to the broker.
+
+        That is when every request waiting is a publish and ``message``, heard,
+        can only ask to publish too (a ``send``, or any text of a room's
+        plain-text session) or be refused with an ``error``: the only reply
+        that may then come before the waiting sends' acks is an ``error``
+        for a later ``send`` of the same burst, which names its ``id``. Anything
+        else (a ``join``, a ``ping``) is heard only after them.
+        """
+        if (
+            isinstance(message, bytes)
+            or self._closing is not None
+            or not all(type(request) is Publish for request in self._requests)
+        ):
+            return False
+        return self._dialogue.publishes(message)
 
     def request(self, request: Request) -> None:
         """Ask the driver for ``request``."""

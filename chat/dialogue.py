@@ -43,6 +43,7 @@ from chat.protocol import (
     decode_client_frame,
     encode,
     error_frame,
+    is_send,
     peek_id,
 )
 from chat.ratelimit import RateLimiter, Verdict
@@ -177,6 +178,13 @@ class Dialogue:
     def hear(self, text: str, now: float, wall: float) -> None:
         """One text frame from the client, as this kind of session hears it."""
         self._hear(text, now, wall)
+
+    def publishes(self, text: str) -> bool:
+        """True when ``text``, heard, can only ask to publish (or be refused with an
+        ``error``): a ``send``, or any text of a room's plain-text session."""
+        if self._hear == self._hear_json:
+            return is_send(text)
+        return self._hear == self._hear_room_text
 
     def _hear_echo(self, text: str, now: float, wall: float) -> None:
         if self._within_rate(now):

@@ -66,6 +66,9 @@ class AsgiTransport:
     def pending(self) -> bool:
         return self._handle is None or self._handle.input_pending()
 
+    def ready(self) -> bool:
+        return self._handle is not None and self._handle.input_waiting()
+
     def write(self, texts: list[str]) -> bool:
         handle = self._handle
         if handle is None or not handle.writable_now():

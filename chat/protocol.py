@@ -227,6 +227,15 @@ def peek_id(raw: str) -> FrameId:
         return None
 
 
+def is_send(raw: str) -> bool:
+    """True when ``raw`` is a JSON object of type ``send`` (valid or not otherwise)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("type") == "send"
+
+
 # -- server to client ---------------------------------------------------------
 
 

@@ -74,6 +74,10 @@ class Transport(Protocol):
         """True when more client frames are known to be waiting (or it cannot be known)."""
         ...
 
+    def ready(self) -> bool:
+        """True only when a client frame is surely waiting: :meth:`receive` returns at once."""
+        ...
+
     def write(self, texts: list[str]) -> bool:
         """Write text frames at once, in order, if the socket takes them without waiting.
 

@@ -61,6 +61,9 @@ class FakeTransport:
     def pending(self) -> bool:
         return bool(self._inbox)
 
+    def ready(self) -> bool:
+        return bool(self._inbox)
+
     def write(self, texts: list[str]) -> bool:
         if (self.stalled and not self._unstall.is_set()) or self._ended:
             return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from anyio.abc import TaskStatus
@@ -84,6 +84,14 @@ class Bus(Protocol):
 
     async def publish(self, draft: Draft) -> Publication:
         """Publish ``draft`` to its room."""
+        ...
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Publication | BrokerUnavailable]:
+        """Publish ``drafts`` in this order, as :meth:`publish` of each in turn would,
+        in one round trip where the broker can: each draft's publication, or the
+        :class:`BrokerUnavailable` that refused it (the others go on regardless, as
+        they would one by one). A driver that has several sends waiting uses it.
+        """
         ...
 
     async def subscribe(self, room: str) -> None:

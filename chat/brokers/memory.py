@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from anyio.abc import TaskStatus
 
-from chat.brokers.base import Apply, Deliver, SessionCount, discount
+from chat.brokers.base import Apply, BrokerUnavailable, Deliver, SessionCount, discount
 from chat.clock import Clock
 from chat.envelope import (
     DisconnectCommand,
@@ -96,6 +97,15 @@ class InMemoryBroker:
         if self._deliver is not None and draft.room in self._subscribed:
             self._deliver(publication)
         return publication
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Publication | BrokerUnavailable]:
+        found: list[Publication | BrokerUnavailable] = []
+        for draft in drafts:
+            try:
+                found.append(await self.publish(draft))
+            except BrokerUnavailable as error:  # a test's broker may refuse
+                found.append(error)
+        return found
 
     async def subscribe(self, room: str) -> None:
         if room not in self._subscribed:

@@ -75,6 +75,10 @@ class ConnectionHandle:
         """True when Hypercorn holds more client messages for the app (or cannot say)."""
         return self.app_queue is None or self.app_queue.qsize() > 0
 
+    def input_waiting(self) -> bool:
+        """True only when Hypercorn surely holds a client message for the app."""
+        return self.app_queue is not None and self.app_queue.qsize() > 0
+
     def _raw_frames_allowed(self) -> bool:
         # No deflate state to keep, and no close frame sent or received yet
         # (from then on, Hypercorn knows what may still be sent).

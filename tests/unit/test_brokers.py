@@ -619,3 +619,77 @@ async def test_a_disconnect_is_refused_before_the_control_channel_listens(
         await idle.broker.disconnect(DisconnectCommand(None, "ann", "", False))
     assert not refused.value.uncertain
     assert idle.applied == []
+
+
+async def test_publish_many_publishes_in_order_as_one_by_one_would(
+    make: Callable[[str], Running],
+) -> None:
+    async with running(make("a")) as r:
+        await r.broker.subscribe("a")
+        first = await r.publish("a", "before", "m-0")
+        drafts = [
+            Draft(room, "u", text, frame_id, r.clock.time())
+            for room, text, frame_id in [
+                ("a", "one", "m-1"),
+                ("b", "other room", None),
+                ("a", "before", "m-0"),  # a retry of one published before
+                ("a", "two", "m-1"),  # the same id, another text: a new message
+                ("a", "one", "m-1"),  # a new message too: the id's latest text is "two"
+            ]
+        ]
+        found = await r.broker.publish_many(drafts)
+        assert all(isinstance(p, Publication) for p in found)
+        assert [(p.room, p.seq, p.duplicate) for p in found if isinstance(p, Publication)] == [
+            ("a", 2, False),
+            ("b", 1, False),
+            ("a", 1, True),
+            ("a", 3, False),
+            ("a", 4, False),
+        ]
+        assert {p.epoch for p in found if isinstance(p, Publication) and p.room == "a"} == {
+            first.epoch
+        }
+        await r.delivered_so_far()
+        assert [(p.seq, p.text) for p in r.messages("a")] == [
+            (1, "before"),
+            (2, "one"),
+            (3, "two"),
+            (4, "one"),
+        ]
+        assert await r.broker.publish_many([]) == []
+
+
+async def test_publish_many_after_redis_forgot_its_scripts_loads_them_again(
+    fresh_redis: RedisServer,
+) -> None:
+    async with running(redis_node(fresh_redis, "a")) as r:
+        await r.publish("a", "x")
+        fresh_redis.command("SCRIPT", "FLUSH")
+        drafts = [Draft("a", "u", str(n), None, 0.0) for n in range(3)]
+        found = await r.broker.publish_many(drafts)
+        assert [p.seq for p in found if isinstance(p, Publication)] == [2, 3, 4]
+
+
+async def test_publish_many_during_an_outage_refuses_every_draft(
+    own_redis: RedisServer,
+) -> None:
+    async with running(redis_node(own_redis, "a")) as r:
+        own_redis.kill()
+        drafts = [Draft("a", "u", str(n), None, 0.0) for n in range(3)]
+        with anyio.fail_after(3):
+            found = await r.broker.publish_many(drafts)
+        assert len(found) == 3
+        assert all(isinstance(p, BrokerUnavailable) for p in found)
+
+
+async def test_an_error_reply_fails_only_its_draft_of_a_batch(
+    two: tuple[Running, Running], fresh_redis: RedisServer
+) -> None:
+    a, _ = two
+    async with running(a):
+        fresh_redis.command("SET", "chat:room:broken:meta", "not a hash")
+        drafts = [Draft(room, "u", "x", None, 0.0) for room in ["fine", "broken", "fine"]]
+        found = await a.broker.publish_many(drafts)
+        assert isinstance(found[1], BrokerUnavailable)
+        assert [p.seq for p in found if isinstance(p, Publication)] == [1, 2]
+        assert a.broker.healthy

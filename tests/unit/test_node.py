@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -14,7 +15,7 @@ from chat.replies import UNAVAILABLE_DETAIL, UNCERTAIN_DETAIL
 from chat.session import SessionState
 from chat.transport import Endpoint
 from tests.clock import settle
-from tests.domain import flag, running, state
+from tests.domain import Harness, flag, running, state
 from tests.fakes import FakeTransport
 
 pytestmark = pytest.mark.anyio
@@ -792,3 +793,87 @@ async def test_a_disconnect_names_only_matching_sessions() -> None:
         assert harness.node.close_sessions(DisconnectCommand(None, "bob", "", False)) == 0
         await settle()
         assert not client.was_closed()
+
+
+# -- bursts of sends -------------------------------------------------------------------
+
+
+def record_batches(harness: Harness) -> list[list[str]]:
+    """The texts of each ``publish_many`` call the node's broker gets, from now on."""
+    broker = harness.node.broker
+    publish_many = broker.publish_many
+    batches: list[list[str]] = []
+
+    async def recording(drafts: Sequence[Draft]) -> list[Publication | BrokerUnavailable]:
+        batches.append([draft.text for draft in drafts])
+        return await publish_many(drafts)
+
+    broker.publish_many = recording  # type: ignore[method-assign]
+    return batches
+
+
+@pytest.mark.parametrize("protocol", ["chat.v1", None])
+async def test_sends_read_in_one_burst_are_published_together_in_order(
+    protocol: str | None,
+) -> None:
+    async with running() as harness:
+        sender, _ = await harness.connect(protocol=protocol)
+        batches = record_batches(harness)
+        for n in range(5):
+            if protocol is None:
+                sender.type(str(n))
+            else:
+                sender.send_json({"type": "send", "room": "lobby", "text": str(n), "id": n})
+        await settle()
+        assert batches == [[str(n) for n in range(5)]]
+        if protocol is not None:
+            assert [(a["id"], a["seq"]) for a in sender.of_type("ack")] == [
+                (n, n + 1) for n in range(5)
+            ]
+
+
+async def test_a_ping_after_a_burst_of_sends_is_answered_after_their_acks() -> None:
+    async with running() as harness:
+        sender, _ = await harness.connect()
+        batches = record_batches(harness)
+        for n in range(3):
+            sender.send_json({"type": "send", "room": "lobby", "text": str(n), "id": n})
+        sender.send_json({"type": "ping"})
+        sender.send_json({"type": "send", "room": "lobby", "text": "3", "id": 3})
+        await settle()
+        replies = [f["type"] for f in sender.frames() if f["type"] in ("ack", "pong")]
+        assert replies == ["ack", "ack", "ack", "pong", "ack"]
+        assert batches == [["0", "1", "2"]]  # the last send went alone, by publish
+
+
+async def test_a_send_after_a_join_in_the_same_burst_is_heard_once_the_join_is_done() -> None:
+    async with running() as harness:
+        sender, _ = await harness.connect()
+        sender.send_json({"type": "send", "room": "lobby", "text": "before", "id": 1})
+        sender.send_json({"type": "join", "room": "other", "id": 2})
+        sender.send_json({"type": "send", "room": "other", "text": "after", "id": 3})
+        await settle()
+        assert sender.of_type("error") == []
+        assert [(a["id"], a["room"]) for a in sender.of_type("ack")] == [
+            (1, "lobby"),
+            (3, "other"),
+        ]
+
+
+async def test_a_refused_send_of_a_burst_fails_alone() -> None:
+    async with running() as harness:
+        sender, _ = await harness.connect()
+        broker = harness.node.broker
+        publish = broker.publish
+
+        async def refuse_the_second(draft: Draft) -> Publication:
+            if draft.text == "1":
+                raise BrokerUnavailable("down")
+            return await publish(draft)
+
+        broker.publish = refuse_the_second  # type: ignore[method-assign]
+        for n in range(3):
+            sender.send_json({"type": "send", "room": "lobby", "text": str(n), "id": n})
+        await settle()
+        assert [(a["id"], a["seq"]) for a in sender.of_type("ack")] == [(0, 1), (2, 2)]
+        assert [(e["id"], e["code"]) for e in sender.of_type("error")] == [(1, "unavailable")]

@@ -14,7 +14,7 @@ the bus.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -177,6 +177,11 @@ class RedisBroker:
         if not self.healthy:
             raise BrokerUnavailable("broker unhealthy")
         return await self._streams.publish(draft)
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Publication | BrokerUnavailable]:
+        if not self.healthy:
+            return [BrokerUnavailable("broker unhealthy")] * len(drafts)
+        return await self._streams.publish_many(drafts)
 
     async def subscribe(self, room: str) -> None:
         await self._feed.subscribe(room)

@@ -9,10 +9,12 @@ no ``seq`` is ever reused under the same epoch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from chat.brokers.base import BrokerUnavailable
 from chat.brokers.redis import keys
 from chat.brokers.redis.link import Link
 from chat.envelope import Draft, PresenceChange, Publication, Recovery, new_epoch, recovery
@@ -38,6 +40,36 @@ class Streams:
 
     async def publish(self, draft: Draft) -> Publication:
         """Publish ``draft`` (a retry of a sent id comes back ``duplicate``)."""
+        found = await self._link.call(
+            self._link.scripts["publish"](*self._publish_call(draft)), uncertain=True
+        )
+        return _published(draft, found)
+
+    async def publish_many(self, drafts: Sequence[Draft]) -> list[Publication | BrokerUnavailable]:
+        """Publish ``drafts`` in order in one round trip (a pipeline on one connection,
+        so Redis runs the scripts in this order): what :meth:`publish` of each in
+        turn gives, or the :class:`BrokerUnavailable` that refused it.
+
+        A pipeline that gets no answer fails every draft as uncertain: each may
+        still be published, once, like a single :meth:`publish` that timed out.
+        """
+        if len(drafts) == 1:
+            try:
+                return [await self.publish(drafts[0])]
+            except BrokerUnavailable as error:
+                return [error]
+        calls = [self._publish_call(draft) for draft in drafts]
+        try:
+            answers = await self._link.call(self._link.pipelined("publish", calls), uncertain=True)
+        except BrokerUnavailable as error:
+            return [error] * len(drafts)
+        return [
+            _published(draft, found) if not isinstance(found, BrokerUnavailable) else found
+            for draft, found in zip(drafts, answers, strict=True)
+        ]
+
+    def _publish_call(self, draft: Draft) -> tuple[list[str], list[str | int]]:
+        """The ``KEYS`` and ``ARGV`` of ``scripts/publish.lua`` for ``draft``."""
         fields = {
             "room": draft.room,
             "user": draft.user,
@@ -46,33 +78,24 @@ class Streams:
             "ts": draft.ts,
         }
         remembered = draft.id is not None and self._send_id_window_ms > 0
-        seq, epoch, duplicate = await self._link.call(
-            self._link.scripts["publish"](
-                keys=[
-                    keys.meta(draft.room),
-                    keys.log(draft.room),
-                    keys.sent(draft.user),
-                    keys.sent_order(draft.user),
-                ],
-                args=[
-                    orjson.dumps(fields).decode()[1:],
-                    new_epoch(),
-                    self._history_size,
-                    self.room_ttl_ms,
-                    keys.channel(draft.room),
-                    self.run,
-                    # The id as a field: the room first (no room holds SEP), then the id.
-                    f"{draft.room}{keys.SEP}{orjson.dumps(draft.id).decode()}"
-                    if remembered
-                    else "",
-                    text_digest(draft.text) if remembered else "",
-                    self._send_id_window_ms,
-                    IDS_PER_USER,
-                ],
-            ),
-            uncertain=True,
-        )
-        return draft.published(int(seq), str(epoch), duplicate=bool(duplicate))
+        return [
+            keys.meta(draft.room),
+            keys.log(draft.room),
+            keys.sent(draft.user),
+            keys.sent_order(draft.user),
+        ], [
+            orjson.dumps(fields).decode()[1:],
+            new_epoch(),
+            self._history_size,
+            self.room_ttl_ms,
+            keys.channel(draft.room),
+            self.run,
+            # The id as a field: the room first (no room holds SEP), then the id.
+            f"{draft.room}{keys.SEP}{orjson.dumps(draft.id).decode()}" if remembered else "",
+            text_digest(draft.text) if remembered else "",
+            self._send_id_window_ms,
+            IDS_PER_USER,
+        ]
 
     async def recover(self, room: str, since: int | None, epoch: str | None) -> Recovery:
         """The room's latest ``seq`` and ``epoch`` (starting a run if it has none), and
@@ -112,6 +135,12 @@ class Streams:
             ):
                 kept.append(publication)
         return int(seq), current, kept
+
+
+def _published(draft: Draft, found: Any) -> Publication:
+    """``draft`` as ``scripts/publish.lua`` answered: ``[seq, epoch, duplicate]``."""
+    seq, epoch, duplicate = found
+    return draft.published(int(seq), str(epoch), duplicate=bool(duplicate))
 
 
 def parse_message(raw: str | bytes) -> Publication | PresenceChange | None:
