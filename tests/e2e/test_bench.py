@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.e2e.harness import REPO
+from tests.redis_server import need_redis
 
 
 def test_a_quick_baseline_run_measures_both_servers_and_writes_json(tmp_path: Path) -> None:
@@ -45,3 +46,31 @@ def test_a_quick_baseline_run_measures_both_servers_and_writes_json(tmp_path: Pa
     stuck = rows["stuck"]["chat"][0]
     assert stuck["received"] == stuck["expected"]
     assert not stuck["timed_out"]
+
+
+def test_a_quick_cluster_run_measures_two_nodes_on_redis_against_one_on_memory(
+    tmp_path: Path,
+) -> None:
+    need_redis()
+    out = tmp_path / "results.json"
+    options = ["--quick", "--pairs", "1", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "cluster-1x100", *options],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "redis/memory" in done.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    redis, memory = row["redis"][0], row["memory"][0]
+    assert (redis["nodes"], memory["nodes"]) == (2, 1)
+    for run in (redis, memory):
+        # One sender, 200 messages, to 100 members spread over the nodes.
+        assert run["received"] == run["expected"] == 100 * 200
+        assert run["server_us_per_delivery"] > 0
+        assert run["p50_ms"] <= run["p99_ms"]
+    assert redis["redis_us_per_publish"] > 0
+    assert "redis_cpu_s" not in memory
