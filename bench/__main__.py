@@ -26,6 +26,12 @@ Scenarios:
   (12 MB for it); the others' p99 against the same run without it
   (``unstuck``), the server's peak RSS growth, and how chat closed it.
 
+* ``cluster-{1x100,10x10}``: two chat nodes on one Redis (``redis``: a fresh
+  redis-server, the members spread over the nodes) against one node with the
+  memory broker (``memory``), always both, A B A B: one sender per room flat
+  out with 8 messages in flight. Server CPU is summed over every server
+  process of the run; the redis-server's is reported apart, per publish.
+
 ``--quick`` runs a tenth of the messages and sessions (the test suite's smoke
 test); ``make bench`` runs everything with ``--baseline --pairs 3``.
 """
