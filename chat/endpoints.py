@@ -104,7 +104,11 @@ def _remote(websocket: WebSocket) -> str:
     client = websocket.client
     if client is None:
         return "unknown"
-    return f"{client.host}:{client.port}" if client.port else client.host
+    if not client.port:
+        return client.host
+    # An IPv6 address in brackets: "2001:db8::1:4711" would be another address.
+    host = f"[{client.host}]" if ":" in client.host else client.host
+    return f"{host}:{client.port}"
 
 
 #: A token may be offered as an extra subprotocol ``bearer.<jwt>`` (browsers

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
@@ -693,3 +694,17 @@ async def test_an_error_reply_fails_only_its_draft_of_a_batch(
         assert isinstance(found[1], BrokerUnavailable)
         assert [p.seq for p in found if isinstance(p, Publication)] == [1, 2]
         assert a.broker.healthy
+
+
+@pytest.mark.parametrize(
+    ("session", "user", "valid"),
+    [("s1", None, True), (None, "bob", True), (None, None, False), ("s1", "bob", False)],
+)
+def test_a_disconnect_command_names_exactly_one_target(
+    session: str | None, user: str | None, valid: bool
+) -> None:
+    from chat.brokers.redis.control import _parse
+
+    command = {"k": "d", "ask": "x", "from": "node-a", "detail": "", "reconnect": False}
+    raw = orjson.dumps({**command, "session": session, "user": user})
+    assert (_parse(raw) is not None) == valid

@@ -237,6 +237,8 @@ def _parse(raw: str | bytes) -> dict[str, Any] | None:
             isinstance(data.get("from"), str)
             and _optional_str(data.get("session"))
             and _optional_str(data.get("user"))
+            # Exactly one target: a command naming neither would close every session.
+            and (data.get("session") is None) != (data.get("user") is None)
             and isinstance(data.get("detail"), str)
             and isinstance(data.get("reconnect"), bool)
         )
