@@ -55,22 +55,52 @@ DISCONNECT_UNCERTAIN = (
 
 
 class ApiRoute(APIRoute):
-    """A route of the server API: FastAPI's validation errors (422) become 400 with one
-    readable ``detail``, given only to a caller that passes the admin check."""
+    """A route of the server API: the admin check comes before the body is read, the
+    body is bounded (413 beyond :func:`max_body`), and FastAPI's validation errors
+    (422) become 400 with one readable ``detail``."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
+            # FastAPI reads and parses the body before the dependencies run: check
+            # access first, so that a caller without it neither learns anything about
+            # its input nor makes the server hold a body of any size.
+            require_admin(request)
+            if request.method in BODY_METHODS:
+                await read_bounded(request, max_body(_node(request).settings.max_message_bytes))
             try:
                 return await handler(request)
             except RequestValidationError as error:
-                # The body is read before the dependencies run: check access first,
-                # so that a caller without it learns nothing about its input.
-                require_admin(request)
                 raise HTTPException(400, detail=readable(error.errors())) from None
 
         return route
+
+
+#: The methods whose body an API route reads.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def max_body(max_message_bytes: int) -> int:
+    """The largest request body accepted: a message of ``max_message_bytes`` bytes,
+    each escaped in JSON (``\\u0001`` is six), with room for the other fields."""
+    return 6 * max_message_bytes + 4096
+
+
+async def read_bounded(request: Request, limit: int) -> None:
+    """Read the body of ``request`` if it is at most ``limit`` bytes; 413 otherwise,
+    as soon as its ``Content-Length`` or what arrived says so."""
+    too_large = HTTPException(413, detail=f"the request body must be at most {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    # Starlette's Request keeps the body it read here: FastAPI's handler parses it.
+    request._body = bytes(body)
 
 
 def readable(errors: Sequence[Any]) -> str:
@@ -98,6 +128,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Bad input: `detail` says what and why."},
     401: {"model": Problem, "description": "No valid admin credentials."},
     403: {"model": Problem, "description": "A valid JWT without `admin: true`."},
+    413: {"model": Problem, "description": "A body larger than any message could need."},
     503: {
         "model": Problem,
         "description": "The broker (Redis) cannot answer now; retry after `Retry-After` seconds.",

@@ -272,3 +272,39 @@ async def test_history_and_presence_read_what_the_api_published() -> None:
         ]
         empty = (await call(client, "GET", "/api/rooms/empty/history?since=0")).json()
         assert (empty["epoch"], empty["seq"], empty["messages"]) == (None, 0, [])
+
+
+# -- bounded bodies ------------------------------------------------------------------------
+
+
+async def test_a_caller_without_access_is_refused_before_its_body_is_read() -> None:
+    read: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for n in range(1000):
+            read.append(n)
+            yield b"x" * 65536
+
+    async with api(status_token=STATUS_TOKEN) as client:
+        response = await client.post("/api/rooms/lobby/messages", content=endless())
+    assert response.status_code == 401
+    assert len(read) <= 1  # not 64 MB held for a caller that may not ask
+
+
+async def test_a_body_larger_than_any_message_gets_413_as_it_arrives() -> None:
+    read: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for n in range(1000):
+            read.append(n)
+            yield b"x" * 65536
+
+    async with api(max_message_bytes=1024) as client:
+        streamed = await client.post("/api/rooms/lobby/messages", content=endless())
+        declared = await call(client, "POST", "/api/rooms/lobby/messages", raw=b"{" * 20000)
+        text = "\u0001" * 1024  # the largest message, every character escaped: accepted
+        fits = await call(client, "POST", "/api/rooms/lobby/messages", {"user": "u", "text": text})
+    assert streamed.status_code == declared.status_code == 413
+    assert streamed.json()["detail"] == "the request body must be at most 10240 bytes"
+    assert len(read) <= 2
+    assert fits.status_code == 200
