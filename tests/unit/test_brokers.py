@@ -708,3 +708,73 @@ def test_a_disconnect_command_names_exactly_one_target(
     command = {"k": "d", "ask": "x", "from": "node-a", "detail": "", "reconnect": False}
     raw = orjson.dumps({**command, "session": session, "user": user})
     assert (_parse(raw) is not None) == valid
+
+
+@asynccontextmanager
+async def reply_dropping_proxy(server: RedisServer, marker: bytes) -> AsyncIterator[str]:
+    """A TCP proxy to ``server`` that passes everything, except that the connection
+    whose command holds ``marker`` loses Redis's reply to it and is cut: the command
+    ran, and its sender cannot know. Yields the proxy's URL."""
+    import asyncio
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: list[bool], up: bool
+    ) -> None:
+        try:
+            while chunk := await source.read(65536):
+                if up and marker in chunk:
+                    cut.append(True)
+                elif not up and cut:
+                    sink.transport.abort()  # the reply is lost with the connection
+                    return
+                sink.write(chunk)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = server.url.removeprefix("redis://").split("/")[0].split(":")
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        cut: list[bool] = []
+        for task in (
+            pump(reader, upstream_writer, cut, True),
+            pump(upstream_reader, writer, cut, False),
+        ):
+            tasks.add(asyncio.ensure_future(task))
+
+    proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proxy.close()
+        for task in tasks:
+            task.cancel()
+
+
+@pytest.mark.parametrize("burst", [1, 3])
+async def test_a_publish_whose_reply_is_lost_is_uncertain_and_never_run_twice(
+    fresh_redis: RedisServer, burst: int
+) -> None:
+    async with reply_dropping_proxy(fresh_redis, b"lost-reply") as url:
+        broker = RedisBroker(
+            url,
+            MonotonicClock(),
+            node_id="node-a",
+            history_size=HISTORY_SIZE,
+            history_ttl=300,
+            send_id_window=SEND_ID_WINDOW,
+        )
+        async with running(Running(broker, MonotonicClock())) as r:
+            await r.publish("room", "first")  # Redis knows the script now
+            drafts = [Draft("room", "u", f"lost-reply {n}", None, 0.0) for n in range(burst)]
+            found = await r.broker.publish_many(drafts)
+    assert [(type(f), getattr(f, "uncertain", None)) for f in found] == [
+        (BrokerUnavailable, True)
+    ] * burst
+    # Redis ran the burst once: a retry would have published it again.
+    assert fresh_redis.command("HGET", "chat:room:room:meta", "seq") == str(1 + burst)

@@ -115,7 +115,7 @@ class Control:
         )
         try:
             heard = await self._link.call(
-                self._link.commands.publish(keys.CONTROL, body), uncertain=True
+                self._link.once.publish(keys.CONTROL, body), uncertain=True
             )
             here = self.apply(command) if self.apply is not None else 0
             asked.expect(int(heard) - 1)  # every node that heard it but this one
@@ -212,7 +212,7 @@ class Control:
         answer = orjson.dumps({"k": "a", "ask": data["ask"], "node": self._node, "closed": closed})
         with suppress(BrokerUnavailable):  # the sender then names this node as unanswered
             await self._link.call(
-                self._link.commands.publish(keys.control_answers(data["from"]), answer)
+                self._link.once.publish(keys.control_answers(data["from"]), answer)
             )
 
 

@@ -1,7 +1,8 @@
 """This node's connections to Redis: bounded commands, their health, and the Lua scripts.
 
-Every command has a short timeout and no hidden retries, so a sender is
-refused within about a second during an outage, never blocked; an error
+Every command has a short timeout and is never retried where running twice
+would matter, so a sender is refused within about a second during an
+outage, never blocked, and nothing is published twice; an error
 reply from Redis (a bug, not an outage) is logged and fails only that call.
 The scripts are the ``.lua`` files beside this module; every key they touch
 comes to them in ``KEYS``.
@@ -65,17 +66,28 @@ def script_source(name: str) -> str:
 
 
 class Link:
-    """The command connection (one retry on a broken pooled socket, never on a timeout,
-    so a frozen Redis still fails a call within the bound) and the subscription's
-    connection (no retry: its loss must surface, to resubscribe and resync)."""
+    """This node's clients of Redis. Each command is bounded in time (a frozen Redis
+    still fails a call within :data:`COMMAND_TIMEOUT`).
+
+    - :attr:`commands`, for reads and writes that may run twice: one retry on a
+      broken pooled socket, never on a timeout;
+    - :attr:`once`, for the scripts and publishes that must not run twice (a
+      publish, a count): no retry, since a connection lost after the command
+      reached Redis, with only the reply lost, looks like one lost before it;
+      such a failure is :class:`BrokerUnavailable` (``uncertain`` where the
+      caller says so) and the caller decides;
+    - :attr:`listener`, the subscription's: no retry, its loss must surface, to
+      resubscribe and resync.
+    """
 
     def __init__(self, url: str, node_id: str) -> None:
         self._url = url
         self._node = node_id
         self.commands = self._client(retries=1)
+        self.once = self._client(retries=0)
         self.listener = self._client(retries=0)
         self.scripts: dict[str, Script] = {
-            name: self.commands.register_script(script_source(name)) for name in SCRIPT_NAMES
+            name: self.once.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
         #: The last command went through.
         self.ok = False
@@ -137,7 +149,7 @@ class Link:
         answers: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _attempt in range(2):
-            async with self.commands.pipeline(transaction=False) as pipe:
+            async with self.once.pipeline(transaction=False) as pipe:
                 for index in todo:
                     keys, args = calls[index]
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -153,7 +165,7 @@ class Link:
                     answers[index] = answer
             if not unknown:
                 return answers
-            script.sha = await self.commands.script_load(script.script)
+            script.sha = await self.once.script_load(script.script)
             todo = unknown
         for index in todo:
             answers[index] = BrokerUnavailable("redis refused the command")
@@ -173,4 +185,5 @@ class Link:
 
     async def aclose(self) -> None:
         await self.commands.aclose()
+        await self.once.aclose()
         await self.listener.aclose()

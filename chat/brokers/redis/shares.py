@@ -98,7 +98,7 @@ class Shares:
                 "origin": change.origin,
             }
         )
-        await self._link.call(self._link.commands.publish(keys.channel(change.room), body))
+        await self._link.call(self._link.once.publish(keys.channel(change.room), body))
 
     # -- claims ----------------------------------------------------------------------
 
