@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import tomllib
 from pathlib import Path
 
@@ -30,3 +31,22 @@ def test_every_module_is_in_exactly_one_layer() -> None:
     counted = [name for layer in layers for name in layer]
     assert sorted(counted) == sorted(set(counted)), "a module in two layers"
     assert set(counted) == modules()
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    # chat.client is a program of its own (pip install 'chat[client]'): a server
+    # module in it would drag the server's settings and dependencies along.
+    offending = []
+    for path in (ROOT / "chat" / "client").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offending += [
+                f"{path.name}: {name}"
+                for name in names
+                if name.split(".")[0] == "chat" and not name.startswith("chat.client")
+            ]
+    assert offending == []
