@@ -211,7 +211,10 @@ class Client:
     ) -> None:
         await self.aclose()
         assert self._stack is not None
-        await self._stack.__aexit__(kind, error, traceback)
+        try:
+            await self._stack.__aexit__(kind, error, traceback)
+        finally:
+            self._events_out.close()
 
     async def aclose(self) -> None:
         """Close the connection (1000) and stop reconnecting; idempotent.
@@ -234,7 +237,7 @@ class Client:
             raise TypeError("this client was made with iterate=False")
         try:
             return await self._events_out.receive()
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
     async def send(self, room: str, text: str, *, id: str | None = None) -> Ack:

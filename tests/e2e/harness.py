@@ -84,13 +84,17 @@ def start_server(
     python: str = sys.executable,
     ready_path: str = "/readyz",
     app: str = "main:app",
+    port: int | None = None,
 ) -> Server:
-    """Start hypercorn with ``CHAT_*`` settings ``env``; return once ``ready_path`` is 200."""
-    port = free_port()
+    """Start hypercorn with ``CHAT_*`` settings ``env``; return once ``ready_path`` is 200.
+
+    ``port`` restarts a server where it was (default: a free port).
+    """
+    port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
     clean = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_")}
     command = [python, "-m", "hypercorn", "-b", f"127.0.0.1:{port}", *args, app]
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:  # a restart on the same port keeps the first log
         process = subprocess.Popen(
             command,
             cwd=REPO,

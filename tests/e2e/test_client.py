@@ -1,0 +1,227 @@
+"""chat.client against the real server: restarts, Redis outages, token refresh, final closes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import jwt
+import pytest
+
+from chat.client import (
+    Client,
+    ClientClosed,
+    ConnectionState,
+    Event,
+    Message,
+    RoomUnrecoverable,
+    StateChanged,
+)
+from tests.e2e.conftest import StartServer, keep_secret
+from tests.e2e.harness import Server, start_server
+from tests.redis_server import RedisServer
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.anyio
+
+SECRET = keep_secret("client-test-secret-0123456789abcdefghijklmnop")
+
+
+def token(sub: str, ttl: float, **claims: object) -> str:
+    return keep_secret(
+        jwt.encode({"sub": sub, "exp": int(time.time() + ttl), **claims}, SECRET, "HS256")
+    )
+
+
+class Recorder:
+    """Every event of a client, read by a task of the test."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.events: list[Event] = []
+
+    async def run(self) -> None:
+        async for event in self.client:
+            self.events.append(event)
+
+    def messages(self) -> list[Message]:
+        return [e for e in self.events if isinstance(e, Message)]
+
+    def texts(self) -> list[str]:
+        return [m.text for m in self.messages()]
+
+    def states(self) -> list[StateChanged]:
+        return [e for e in self.events if isinstance(e, StateChanged)]
+
+
+class Sender:
+    """Sends ``m0, m1, ...`` one after another, each awaited until acknowledged."""
+
+    def __init__(self, client: Client, room: str) -> None:
+        self.client = client
+        self.room = room
+        self.acked: list[str] = []
+        self.stop = anyio.Event()
+
+    async def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            await self.client.send(self.room, f"m{n}")
+            self.acked.append(f"m{n}")
+            n += 1
+            await anyio.sleep(0.02)
+
+
+def assert_once_in_order(recorder: Recorder, acked: list[str]) -> None:
+    texts = recorder.texts()
+    assert sorted(set(texts)) == sorted(texts), "a message delivered twice"
+    assert set(acked) <= set(texts), f"lost: {sorted(set(acked) - set(texts))[:10]}"
+    seqs = [m.seq for m in recorder.messages()]
+    assert seqs == sorted(seqs), "out of seq order"
+
+
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[list[Server]]:
+    """Servers a test starts (and restarts) itself; each stopped by PID, its log checked."""
+    servers: list[Server] = []
+    yield servers
+    for server in servers:
+        server.stop()
+    for server in servers:
+        assert "Traceback" not in server.log()
+
+
+async def test_a_client_outlives_a_server_restart_and_gets_every_acknowledged_message_once(
+    tmp_path: Path, own_redis: RedisServer, restartable: list[Server]
+) -> None:
+    env = {"CHAT_BROKER_URL": own_redis.url, "CHAT_NODE_ID": "n1", "CHAT_HISTORY_SIZE": "500"}
+    server = start_server(tmp_path, env)
+    restartable.append(server)
+    url = server.ws("/ws/lobby")
+    async with (
+        Client(url, user="listener") as listener,
+        Client(url, user="sender") as sending,
+        anyio.create_task_group() as group,
+    ):
+        recorder, sender = Recorder(listener), Sender(sending, "lobby")
+        group.start_soon(recorder.run)
+        group.start_soon(sender.run)
+        assert await eventually(lambda: len(sender.acked) >= 20, timeout=10)
+        server.signal(signal.SIGTERM)
+        assert server.wait(10) == 0
+        before = len(sender.acked)
+        restartable.append(start_server(tmp_path, env, port=server.port))
+        assert await eventually(lambda: len(sender.acked) >= before + 20, timeout=20)
+        sender.stop.set()
+        assert await eventually(lambda: set(sender.acked) <= set(recorder.texts()), timeout=10)
+        group.cancel_scope.cancel()
+    assert_once_in_order(recorder, sender.acked)
+    assert listener.statistics()["reconnects"] == 1
+    states = recorder.states()
+    bye = next(s for s in states if s.reason == "bye: shutdown")
+    assert (bye.state, bye.code) == (ConnectionState.RECONNECTING, 1001)
+    assert bye.retry_in is not None
+    assert 1.0 <= bye.retry_in <= 5.0
+    assert [e for e in recorder.events if isinstance(e, RoomUnrecoverable)] == []
+    assert any(m.replayed for m in recorder.messages()) or recorder.texts()[-1] != "m0"
+
+
+async def test_a_memory_server_restart_is_reported_as_an_unrecoverable_room(
+    tmp_path: Path, restartable: list[Server]
+) -> None:
+    server = start_server(tmp_path)
+    restartable.append(server)
+    async with Client(server.ws("/ws/lobby"), user="ann") as ann:
+        recorder = Recorder(ann)
+        async with anyio.create_task_group() as group:
+            group.start_soon(recorder.run)
+            await ann.send("lobby", "before")
+            server.signal(signal.SIGTERM)
+            assert server.wait(10) == 0
+            restartable.append(start_server(tmp_path, port=server.port))
+            await eventually(lambda: ann.statistics()["reconnects"] == 1, timeout=15)
+            await ann.send("lobby", "after")
+            assert await eventually(lambda: "after" in recorder.texts())
+            group.cancel_scope.cancel()
+    lost = [e for e in recorder.events if isinstance(e, RoomUnrecoverable)]
+    assert len(lost) == 1
+    assert (lost[0].reason, lost[0].last_seq, lost[0].seq) == ("new_run", 1, 0)
+    assert recorder.texts() == ["before", "after"]
+
+
+async def test_a_send_refused_unavailable_during_a_redis_freeze_is_retried_and_published_once(
+    start: StartServer, own_redis: RedisServer
+) -> None:
+    nodes = [start({"CHAT_BROKER_URL": own_redis.url, "CHAT_NODE_ID": node}) for node in ("a", "b")]
+    async with (
+        Client(nodes[0].ws("/ws/idem"), user="ann") as ann,
+        Client(nodes[1].ws("/ws/idem"), user="bo") as bo,
+        anyio.create_task_group() as group,
+    ):
+        recorder = Recorder(bo)
+        group.start_soon(recorder.run)
+        await bo.wait_connected()
+        await ann.send("idem", "warm-up")
+        assert await eventually(lambda: "warm-up" in recorder.texts(), timeout=10)
+        acks = []
+
+        async def send_once() -> None:
+            acks.append(await ann.send("idem", "exactly once"))
+
+        own_redis.signal(signal.SIGSTOP)
+        try:
+            group.start_soon(send_once)
+            assert await eventually(lambda: ann.statistics()["retries"] >= 2, timeout=10)
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        assert await eventually(lambda: acks, timeout=30)
+        await ann.send("idem", "marker")
+        assert await eventually(lambda: "marker" in recorder.texts(), timeout=10)
+        group.cancel_scope.cancel()
+    copies = [m for m in recorder.messages() if m.text == "exactly once"]
+    assert [(m.seq, m.id) for m in copies] == [(acks[0].seq, acks[0].id)]
+    assert ann.statistics()["reconnects"] == 0
+
+
+async def test_a_token_provider_keeps_the_session_alive_past_each_tokens_exp(
+    start: StartServer,
+) -> None:
+    server = start({"CHAT_JWT_SECRET": SECRET, "CHAT_JWT_LEEWAY": "0"})
+    calls: list[float] = []
+
+    def provider() -> str:
+        calls.append(time.monotonic())
+        return token("alice", ttl=2)
+
+    async with Client(server.ws("/ws/lobby"), token_provider=provider) as client:
+        await client.wait_connected()
+        session = client.session
+        # Four tokens of two seconds: the session outlives the first three.
+        assert await eventually(lambda: len(calls) >= 4, timeout=15)
+        assert calls[-1] - calls[0] > 3.0
+        ack = await client.send("lobby", "still here")
+        assert client.session == session
+        assert client.statistics()["reconnects"] == 0
+    assert ack.seq == 1
+
+
+async def test_a_token_expired_close_1008_is_not_reconnected(start: StartServer) -> None:
+    server = start({"CHAT_JWT_SECRET": SECRET, "CHAT_JWT_LEEWAY": "0"})
+    async with Client(server.ws("/ws/lobby"), token=token("alice", ttl=2)) as client:
+        recorder = Recorder(client)
+        with anyio.fail_after(15):
+            await recorder.run()  # ends only when the client is closed for good
+        with pytest.raises(ClientClosed):
+            await client.send("lobby", "too late")
+    final = recorder.states()[-1]
+    assert (final.state, final.code, final.reason) == (
+        ConnectionState.CLOSED,
+        1008,
+        "bye: token_expired",
+    )
+    admin = {"Authorization": f"Bearer {token('ops', ttl=60, admin=True)}"}
+    status = server.get("/status", headers=admin).json()
+    assert status["totals"]["accepted"] == 1
