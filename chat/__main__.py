@@ -1,4 +1,4 @@
-"""Command-line tools: ``python -m chat check``, ``python -m chat token``, ``--version``.
+"""Command-line tools: ``python -m chat check``, ``token``, ``client``, ``--version``.
 
 ``check`` validates the ``CHAT_*`` settings exactly as the server does at
 start-up and prints the effective ones, secrets hidden. ``token`` mints a
@@ -55,6 +55,7 @@ examples:
   python -m chat check            validate the settings and print them (secrets hidden)
   python -m chat check --quiet    validate only: what make run does before serving
   python -m chat token --sub alice --rooms 'lobby,game-*' --ttl 3600
+  python -m chat client ws://127.0.0.1:8000/ws/lobby --user alice
   python -m chat --version
 
 exit status: 0 on success; 2 for a bad setting or an argument the server
@@ -292,7 +293,66 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--aud", help="audience (default CHAT_JWT_AUDIENCE)")
     token.add_argument("--iss", help="issuer (default CHAT_JWT_ISSUER)")
     token.add_argument("--key", help="PEM private key for RS256/ES256 instead of the HS256 secret")
+    _add_client(commands)
     return parser
+
+
+CLIENT_DESCRIPTION = """\
+A chat client that stays connected: it reconnects with backoff, recovers
+missed messages and retries sends without duplicating them (chat.client,
+docs/client.md; needs the websockets library: pip install 'chat[client]').
+
+Interactive by default: type lines to send them to the current room;
+/join ROOM, /leave ROOM, /who [ROOM], /quit. Exit status 0, 1 when the
+client closed for good (the reason on stderr), 2 for bad usage.
+"""
+
+CLIENT_EPILOG = """\
+examples:
+  python -m chat client ws://127.0.0.1:8000/ws/lobby --user alice
+  python -m chat client ws://a:8000/ws/lobby ws://b:8000/ws/lobby --token "$TOKEN"
+  python -m chat client ws://127.0.0.1:8000/ws/lobby --user bot --send 'hello' --send 'bye'
+  python -m chat client ws://127.0.0.1:8000/ws/lobby --listen --json --count 10
+"""
+
+
+def _add_client(commands: Any) -> None:
+    client = commands.add_parser(
+        "client",
+        help="a line chat, or a scriptable sender and listener",
+        description=CLIENT_DESCRIPTION,
+        epilog=CLIENT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    client.add_argument(
+        "urls", nargs="+", metavar="URL", help="ws://host:port/ws/ROOM, one per server"
+    )
+    who = client.add_mutually_exclusive_group()
+    who.add_argument("--user", type=_user, help="the user to be (servers without JWT auth)")
+    who.add_argument("--token", help="a JWT (servers with JWT auth)")
+    client.add_argument("--room", action="append", help="another room to join (repeatable)")
+    mode = client.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--send", action="append", metavar="TEXT", help="send TEXT, wait for its ack, exit"
+    )
+    mode.add_argument("--listen", action="store_true", help="print what arrives, do not read")
+    client.add_argument("--json", action="store_true", help="one JSON object per line")
+    client.add_argument(
+        "--count", type=int, default=0, help="with --listen: exit after this many messages"
+    )
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    try:
+        from chat.client.cli import run  # late: the server's tools need no websockets
+    except ImportError as error:
+        print(f"chat client: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        return run(args)
+    except ValueError as error:  # a URL or room the client refuses
+        print(f"chat client: {error}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return check(args)
+        if args.command == "client":
+            return _run_client(args)
         print(mint(args))
     except SettingsError as error:
         print(f"chat: configuration error: {error}", file=sys.stderr)

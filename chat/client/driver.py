@@ -199,6 +199,7 @@ class Client:
         stack = contextlib.AsyncExitStack()
         group: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
+        self._group = group
         self._core.start(self._clock.now())
         group.start_soon(self._run)
         return self
@@ -209,10 +210,14 @@ class Client:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.aclose()
         assert self._stack is not None
         try:
-            await self._stack.__aexit__(kind, error, traceback)
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            # Whatever did not end within aclose's bound (a handshake under way) is cut.
+            self._group.cancel_scope.cancel()
+            # The body's own exception is re-raised as it is, not wrapped in a group.
+            await self._stack.__aexit__(None, None, None)
         finally:
             self._events_out.close()
 

@@ -1,0 +1,81 @@
+"""``python -m chat client`` against the real server, as a script and as a line chat."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import orjson
+
+from tests.e2e.conftest import StartServer
+from tests.e2e.harness import REPO
+
+CLIENT = [sys.executable, "-m", "chat", "client"]
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLIENT, *args], cwd=REPO, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_listener_prints_json_lines_of_what_a_sender_sends(start: StartServer) -> None:
+    server = start()
+    url = server.ws("/ws/lobby")
+    listener = subprocess.Popen(
+        [*CLIENT, url, "--user", "bob", "--listen", "--json", "--count", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        first = orjson.loads(listener.stdout.readline())  # it is connecting: send after it
+        assert (first["type"], first["state"]) == ("state_changed", "connecting")
+        deadline = time.monotonic() + 10
+        while server.json("/status")["sessions"]["active"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sent = run(url, "--user", "ann", "--send", "hi", "--send", "there", "--json")
+        assert sent.returncode == 0, sent.stderr
+        acks = [orjson.loads(line) for line in sent.stdout.splitlines()]
+        assert [(a["room"], a["seq"]) for a in acks] == [("lobby", 1), ("lobby", 2)]
+        out, err = listener.communicate(timeout=20)
+    finally:
+        listener.kill()
+    assert listener.returncode == 0, err
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    messages = [(m["user"], m["text"], m["seq"]) for m in lines if m["type"] == "message"]
+    assert messages == [("ann", "hi", 1), ("ann", "there", 2)]
+    assert [m["id"] for m in lines if m["type"] == "message"] == [a["id"] for a in acks]
+    assert {"type": "presence_event", "room": "lobby", "event": "join", "user": "ann"} in lines
+
+
+def test_the_line_chat_sends_joins_shows_members_and_quits(start: StartServer) -> None:
+    server = start()
+    typed = "hello\n/join games\n/who\n/leave games\n/quit\n"
+    chat = run(server.ws("/ws/lobby"), "--user", "cy", stdin=typed)
+    assert chat.returncode == 0, chat.stderr
+    lines = chat.stdout.splitlines()
+    assert f"* connected to {server.ws('/ws/lobby')}" in lines
+    assert "* joined #lobby: cy" in lines
+    assert "* #games: cy" in lines
+    assert "* left #games" in lines
+    shown = [line for line in lines if line.endswith("<cy> hello")]
+    assert len(shown) == 1
+    assert shown[0].startswith("[")  # its time: [HH:MM:SS]
+
+
+def test_a_refusal_no_retry_can_change_exits_1_with_the_reason(start: StartServer) -> None:
+    server = start({"CHAT_JWT_SECRET": "x" * 40})
+    refused = run(server.ws("/ws/lobby"), "--send", "hi")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "chat client: refused: 401"
+
+
+def test_a_bad_url_exits_2_without_a_traceback() -> None:
+    bad = run("http://127.0.0.1:1/ws/lobby", "--send", "hi")
+    assert bad.returncode == 2
+    assert "is not a ws:// or wss:// URL of /ws/{room}" in bad.stderr
+    assert "Traceback" not in bad.stderr
