@@ -124,11 +124,16 @@ async def _interactive(args: argparse.Namespace, out: TextIO) -> int:
     async with _client(args) as client, anyio.create_task_group() as group:
         current = client.rooms[0]
         status = 0
-        # Each room's first Joined: a command typed after /join sees the room's members.
+        # Each room's first Joined (and Left): a command typed after /join sees the
+        # room's members, and one typed after /leave (/quit) comes after the Left.
         joined: dict[str, anyio.Event] = {}
+        left: dict[str, anyio.Event] = {}
 
         def arrival(room: str) -> anyio.Event:
             return joined.setdefault(room, anyio.Event())
+
+        def departure(room: str) -> anyio.Event:
+            return left.setdefault(room, anyio.Event())
 
         async def show() -> None:
             nonlocal status
@@ -138,6 +143,8 @@ async def _interactive(args: argparse.Namespace, out: TextIO) -> int:
                     print(line, file=out, flush=True)
                 if isinstance(event, Joined):
                     arrival(event.room).set()
+                elif isinstance(event, Left):
+                    departure(event.room).set()
                 if isinstance(event, StateChanged) and event.state is ConnectionState.CLOSED:
                     status = 0 if event.reason == "closed by the client" else EXIT_CLOSED
                     group.cancel_scope.cancel()
@@ -154,11 +161,16 @@ async def _interactive(args: argparse.Namespace, out: TextIO) -> int:
             try:
                 if command == "/join" and rest:
                     current = rest.strip()
+                    joined.pop(current, None)
                     await client.join(current)
                     with anyio.move_on_after(JOIN_WAIT):
                         await arrival(current).wait()
                 elif command == "/leave" and rest:
-                    await client.leave(rest.strip())
+                    room = rest.strip()
+                    left.pop(room, None)
+                    await client.leave(room)
+                    with anyio.move_on_after(JOIN_WAIT):
+                        await departure(room).wait()
                 elif command == "/who":
                     room = rest.strip() or current
                     print(f"* #{room}: {', '.join(client.members(room))}", file=out, flush=True)
