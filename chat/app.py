@@ -12,13 +12,14 @@ from starlette.routing import Match, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import __version__, api, endpoints, spec, status
+from chat import __version__, api, endpoints, events, pages, spec, status
 from chat.brokers import Broker
 from chat.clock import Clock
 from chat.forwarded import TrustedProxies, client_address
 from chat.metrics import create_metrics
 from chat.node import Node
 from chat.settings import Settings
+from chat.watch import Trend
 
 log = logging.getLogger("chat")
 
@@ -98,12 +99,14 @@ def create_app(
     """
     node = Node(settings, clock=clock, broker=broker)
     metrics = create_metrics(node)
+    trend = Trend(events.TREND_SIZE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             async with node:
                 node.spawn(metrics.run)
+                node.spawn(events.run_sampler, node, trend)
                 log.info(
                     "node %s ready: broker %s, %s",
                     settings.node_id,
@@ -129,8 +132,11 @@ def create_app(
     app.proxies = settings.proxies
     app.state.node = node
     app.state.metrics = metrics
+    app.state.trend = trend
     app.include_router(endpoints.router, include_in_schema=False)
     app.include_router(status.router, include_in_schema=False)
     app.include_router(spec.router)
+    app.include_router(events.router, include_in_schema=False)
+    app.include_router(pages.router, include_in_schema=False)
     app.include_router(api.router)
     return app

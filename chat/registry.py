@@ -15,6 +15,7 @@ import anyio
 
 from chat.errors import SessionClosed
 from chat.session import PUBLIC_STATES, Session, SessionEvent, SessionState, Totals, allowed
+from chat.watch import Watch
 
 
 class Live(Protocol):
@@ -55,14 +56,19 @@ class Registry:
         #: Ids of the admitted sessions counted in ``_per_host``.
         self._counted: set[str] = set()
         self.totals = Totals()
+        #: Subscribers to session changes (``/status/events``). The registry tells it
+        #: of sessions added, accepted and retired; the supervisor of state changes.
+        self.watch = Watch()
 
     def add(self, live: Live) -> None:
         """Track a new session (in ``connecting``)."""
         self._live[live.session.id] = live
+        self.watch.changed(live.session.id)
 
     def accepted(self, live: Live) -> None:
         """Count a session that reached ``active``."""
         self.totals.accepted += 1
+        self.watch.changed(live.session.id)
 
     def sessions_from(self, host: str) -> int:
         """Admitted sessions from client address ``host`` that are not closed."""
@@ -88,6 +94,7 @@ class Registry:
         session = live.session
         if self._live.pop(session.id, None) is None:
             return
+        self.watch.changed(session.id)
         if session.id in self._counted:
             self._counted.discard(session.id)
             self._per_host[session.host] -= 1

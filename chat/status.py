@@ -202,8 +202,10 @@ async def sessions(
     room: str | None = None,
     user: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Live sessions, then recently closed ones; filtered by ``state``, ``room``, ``user``."""
+    """Live sessions, then recently closed ones; filtered by ``state``, ``room``, ``user``;
+    the first ``offset`` that match are skipped (a page of ``limit``)."""
     found: list[dict[str, Any]] = []
     for session, queued in node.registry.sessions():
         if state is not None and session.public_state.value != state:
@@ -211,6 +213,9 @@ async def sessions(
         if room is not None and room not in session.rooms:
             continue
         if user is not None and session.user != user:
+            continue
+        if offset:
+            offset -= 1
             continue
         found.append(session_view(node, session, queued))
         if len(found) >= limit:

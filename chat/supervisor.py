@@ -24,6 +24,8 @@ class Supervisor:
         self._registry = registry
         self._clock = clock
         self.tick = tick
+        #: When the last pass began: a session whose history grew since changed.
+        self._checked_at = float("-inf")
 
     async def run(self) -> None:
         """Check every ``tick`` seconds until cancelled."""
@@ -35,8 +37,12 @@ class Supervisor:
         """One pass over every live session at ``now``.
 
         A session whose timers fail is logged and cut; the others, and the
-        supervisor, go on.
+        supervisor, go on. While someone watches the registry, every session
+        whose state changed since the last pass (here or on a frame of its
+        client) is reported to the watch.
         """
+        watch = self._registry.watch if self._registry.watch.watching else None
+        since, self._checked_at = self._checked_at, now
         for live in self._registry.live():
             try:
                 live.on_timer(now)
@@ -45,4 +51,6 @@ class Supervisor:
                     "session %s: timer failed", live.session.id, extra=live.session.log_fields()
                 )
                 live.abort()
+            if watch is not None and live.session.history[-1].at >= since:
+                watch.changed(live.session.id)
         self._registry.purge(now)

@@ -28,11 +28,13 @@ def server_pool(log_dir: Path) -> Iterator[StartServer]:
     """Start servers on demand; on exit stop each (by PID) and check its log."""
     servers: list[Server] = []
 
-    def _start(env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> Server:
+    def _start(
+        env: Mapping[str, str] | None = None, args: Sequence[str] = (), port: int | None = None
+    ) -> Server:
         for name, value in (env or {}).items():
             if name in {"CHAT_JWT_SECRET", "CHAT_STATUS_TOKEN"}:
                 keep_secret(value)
-        server = start_server(log_dir, env, args)
+        server = start_server(log_dir, env, args, port=port)
         servers.append(server)
         return server
 

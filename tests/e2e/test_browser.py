@@ -1,0 +1,274 @@
+"""The pages in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+Each test runs the real hypercorn (tests/e2e/harness.py) and saves a
+screenshot of every page it drives under ``.artifacts/screenshots/``
+(git-ignored). Waits are Playwright's own (a selector or a condition polled
+until a timeout), never sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.browser import ARTIFACTS, chromium_path
+from tests.e2e.conftest import StartServer, keep_secret
+from tests.e2e.harness import Server
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Playwright's waits, in milliseconds.
+WAIT = 10_000
+#: A reconnect after a restart: the bye's retry_after_ms (up to 5 s) plus backoff.
+RECONNECT_WAIT = 25_000
+PHONE = {"width": 390, "height": 760}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module, launched from the system's binary."""
+    executable = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable)
+        yield launched
+        launched.close()
+
+
+class Pages:
+    """Pages of one test, each in its own browser context (its own storage)."""
+
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.opened: list[Any] = []
+        #: Uncaught errors of the pages' scripts: any fails the test.
+        self.errors: list[str] = []
+
+    def open(self, url: str, viewport: dict[str, int] | None = None) -> Any:
+        context = self.browser.new_context(viewport=viewport or DESKTOP)
+        page = context.new_page()
+        page.set_default_timeout(WAIT)
+        page.on("pageerror", lambda error: self.errors.append(f"{url}: {error}"))
+        self.opened.append(page)
+        page.goto(url)
+        return page
+
+
+@pytest.fixture
+def pages(browser: Any) -> Iterator[Pages]:
+    """Open pages closed after the test; an uncaught script error fails it."""
+    opened = Pages(browser)
+    yield opened
+    for page in opened.opened:
+        page.context.close()
+    assert not opened.errors, opened.errors
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a screenshot of ``page`` as a test artifact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Any, *, name: str = "", token: str = "", room: str = "lobby") -> None:
+    if name:
+        page.fill("#name", name)
+    if token:
+        page.fill("#token", token)
+    page.fill("#first-room", room)
+    page.click("#connect")
+    page.wait_for_selector("#state[data-state=live]")
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def texts(page: Any) -> list[str]:
+    """The texts of the delivered messages shown (pending sends left out)."""
+    return list(
+        page.eval_on_selector_all(".msg:not(.pending) .text", "els => els.map(e => e.textContent)")
+    )
+
+
+def seqs(page: Any) -> list[int]:
+    return [
+        int(seq)
+        for seq in page.eval_on_selector_all(
+            ".msg:not(.pending)", "els => els.map(e => e.dataset.seq)"
+        )
+    ]
+
+
+def shown(page: Any, text: str) -> None:
+    page.wait_for_selector(f".msg:not(.pending) .text:text-is('{text}')")
+
+
+def test_two_pages_chat(start: StartServer, pages: Pages) -> None:
+    server = start()
+    alice = pages.open(server.http("/app"))
+    sign_in(alice, name="alice")
+    bob = pages.open(server.http("/app"), viewport=PHONE)
+    sign_in(bob, name="bob")
+    alice.wait_for_selector("#members li:text-is('bob')")
+    say(alice, "hello bob")
+    shown(bob, "hello bob")
+    say(bob, "hi alice")
+    shown(alice, "hi alice")
+    assert texts(alice) == texts(bob) == ["hello bob", "hi alice"]
+    meta = alice.inner_text(".msg:last-child .meta")
+    assert meta.startswith("bob") and ":" in meta  # who, and when
+    # A second room: joined on a live connection, its messages apart.
+    alice.fill("#join-room", "games")
+    alice.click("#join button")
+    alice.wait_for_selector("#rooms button[data-room=games][aria-current=true]")
+    say(alice, "anyone for chess?")
+    shown(alice, "anyone for chess?")
+    assert "anyone for chess?" not in texts(bob)
+    alice.click("#rooms button[data-room=lobby]")
+    shot(alice, "app-desktop")
+    shot(bob, "app-phone")
+    # The phone page fits its width: nothing scrolls sideways.
+    assert bob.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_a_page_survives_a_restart_and_shows_missed_messages_once(
+    start: StartServer, pages: Pages, fresh_redis: RedisServer
+) -> None:
+    env = {"CHAT_BROKER_URL": fresh_redis.url}
+    first = start({**env, "CHAT_NODE_ID": "node-a"})
+    other = start({**env, "CHAT_NODE_ID": "node-b"})
+    carol = pages.open(first.http("/app"))
+    sign_in(carol, name="carol")
+    dave = pages.open(other.http("/app"))
+    sign_in(dave, name="dave")
+    for text in ("before-1", "before-2"):
+        say(dave, text)
+        shown(carol, text)
+
+    first.stop()  # SIGTERM: bye shutdown, 1001, and the process ends
+    carol.wait_for_selector("#state[data-state=reconnecting]")
+    # Missed while carol is away, and one of hers typed while reconnecting.
+    for text in ("missed-1", "missed-2", "missed-3"):
+        say(dave, text)
+        shown(dave, text)
+    say(carol, "typed-while-away")
+    assert carol.is_visible(".msg.pending .text:text-is('typed-while-away')")
+    again = start({**env, "CHAT_NODE_ID": "node-a"}, port=first.port)
+    assert again.port == first.port
+
+    carol.wait_for_selector("#state[data-state=recovered]", timeout=RECONNECT_WAIT)
+    shown(carol, "typed-while-away")
+    shown(dave, "typed-while-away")
+    expected = ["before-1", "before-2", "missed-1", "missed-2", "missed-3", "typed-while-away"]
+    assert texts(carol) == expected  # each once, in order
+    assert texts(dave) == expected  # the retried send was published once
+    assert seqs(carol) == sorted(seqs(carol)) == list(range(seqs(carol)[0], seqs(carol)[0] + 6))
+    shot(carol, "app-recovered")
+
+
+def test_the_monitor_sees_a_session_appear_go_idle_and_close_with_its_reason(
+    start: StartServer, pages: Pages
+) -> None:
+    server = start({"CHAT_IDLE_AFTER": "1", "CHAT_IDLE_TIMEOUT": "0"})
+    monitor = pages.open(server.http("/monitor"), viewport={"width": 1400, "height": 1000})
+    monitor.wait_for_selector("#stream[data-state=live]")
+    erin = pages.open(server.http("/app"))
+    sign_in(erin, name="erin")
+    session = server.json("/status/sessions?user=erin")["sessions"][0]["id"]
+    row = f"#sessions tr[data-session='{session}']"
+    monitor.wait_for_selector(f"{row}[data-state=active]")
+    # Pings keep erin alive but are not activity: after CHAT_IDLE_AFTER she is idle.
+    monitor.wait_for_selector(f"{row}[data-state=idle]")
+    monitor.click(row)
+    monitor.wait_for_selector("#detail .history li:has-text('idle')")
+    shot(monitor, "monitor")
+    monitor.click(f"{row} button.danger")
+    monitor.wait_for_selector(f"{row}[data-state=closed]")
+    assert "disconnected" in monitor.inner_text(f"{row} td.state")
+    closed = f"#closed tr[data-session='{session}']"
+    monitor.wait_for_selector(closed)
+    assert "1008" in monitor.inner_text(closed) and "disconnected" in monitor.inner_text(closed)
+    # The page says why, and does not come back (1008 is final).
+    erin.wait_for_selector("#state[data-state=closed]")
+    assert "Disconnected by an operator" in erin.inner_text("#messages")
+    shot(monitor, "monitor-closed")
+    shot(erin, "app-disconnected")
+
+
+SECRET = keep_secret("browser-hs256-secret-" + "b" * 32)
+
+
+def mint(sub: str, **claims: Any) -> str:
+    payload = {"sub": sub, "exp": time.time() + 300, **claims}
+    return keep_secret(jwt.encode(payload, SECRET, algorithm="HS256"))
+
+
+def test_jwt_login_on_both_pages_keeps_tokens_out_of_urls(start: StartServer, pages: Pages) -> None:
+    server = start({"CHAT_JWT_SECRET": SECRET})
+    token = mint("frank")
+    admin = mint("ops", admin=True)
+    page = pages.open(server.http("/app"))
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    sign_in(page, token=token)
+    assert page.inner_text("#me") == "frank"
+    say(page, "signed in with a token")
+    shown(page, "signed in with a token")
+    shot(page, "app-jwt")
+
+    monitor = pages.open(server.http("/monitor"))
+    monitor.on("request", lambda request: urls.append(request.url))
+    monitor.wait_for_selector("#login:not(.hidden)")  # 401 without a token: it asks
+    monitor.fill("#token", token)  # a user's token is not an admin's
+    monitor.click("#login button")
+    monitor.wait_for_selector("#login-problem:has-text('not an admin token')")
+    monitor.fill("#token", admin)
+    monitor.click("#login button")
+    monitor.wait_for_selector("#stream[data-state=live]")
+    monitor.wait_for_selector("#sessions tr[data-session] td:text-is('frank')")
+    shot(monitor, "monitor-jwt")
+    assert any("/ws/lobby" in url for url in urls)
+    assert not [url for url in urls if token in url or admin in url]
+
+
+def test_pages_are_refused_to_an_origin_not_allowed(start: StartServer) -> None:
+    server = start({"CHAT_ALLOWED_ORIGINS": "https://chat.example.com"})
+    evil = {"Origin": "https://evil.example"}
+    assert server.get("/status/events", headers=evil).status_code == 403
+    assert server.get("/static/chat.js", headers=evil).status_code == 403
+    page = server.get("/app")
+    assert page.status_code == 200
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_chat_js_reconnect_rules(start: StartServer, pages: Pages) -> None:
+    server: Server = start()
+    page = pages.open(server.http("/app"))
+    rules = page.evaluate(
+        """async () => {
+        const m = await import('/static/chat.js');
+        const codes = [1000, 1001, 1003, 1006, 1008, 1009, 1011, 1013, 4001, 4500, 4999];
+        return {
+          reconnect: codes.filter((c) => m.shouldReconnect(c, null)),
+          byeSaysNo: m.shouldReconnect(1001, {reconnect: false}),
+          ceilings: [0, 1, 2, 10].map((a) => m.backoffDelay(a, {base: 500, max: 30000}, () => 1)),
+          floor: m.backoffDelay(0, {base: 500, max: 30000, floor: 2731}, () => 0),
+        };
+        }"""
+    )
+    assert rules == {
+        "reconnect": [1001, 1006, 1011, 1013, 4001],
+        "byeSaysNo": False,
+        "ceilings": [500, 1000, 2000, 30000],
+        "floor": 2731,
+    }
