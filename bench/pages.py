@@ -1,0 +1,109 @@
+"""The pages' weight and time to first paint against a local server (docs/pages.md).
+
+    .venv/bin/python -m bench.pages [--runs 11]
+
+Starts ``hypercorn main:app`` on a free loopback port, sums the bytes of each
+page's HTML, CSS and JS (as served, and gzipped as served to a browser that
+accepts gzip), then loads each page ``--runs`` times in Debian's headless
+Chromium (a fresh browser context each time, so nothing is cached) and
+prints the medians of ``first-paint`` and ``first-contentful-paint``
+(``performance.getEntriesByType('paint')``) and of the load event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.redis_server import free_port
+
+#: Each page and the files it loads.
+PAGES = {
+    "/app": ["/app", "/static/pages.css", "/static/app.js", "/static/chat.js"],
+    "/monitor": ["/monitor", "/static/pages.css", "/static/monitor.js"],
+}
+
+
+def weigh(base: str) -> None:
+    for page, paths in PAGES.items():
+        plain = sum(
+            len(httpx.get(base + p, headers={"Accept-Encoding": "identity"}).content) for p in paths
+        )
+        gzipped = sum(
+            int(httpx.get(base + p, headers={"Accept-Encoding": "gzip"}).headers["content-length"])
+            for p in paths
+        )
+        print(f"{page}: {plain} bytes, {gzipped} gzipped ({len(paths)} files)")
+
+
+def paint(base: str, runs: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        for page in PAGES:
+            first: list[float] = []
+            contentful: list[float] = []
+            loaded: list[float] = []
+            for _ in range(runs):
+                context = browser.new_context()
+                tab = context.new_page()
+                tab.goto(base + page, wait_until="load")
+                # A paint may come after the load event: wait for both entries.
+                tab.wait_for_function("performance.getEntriesByType('paint').length >= 2")
+                entries = dict(
+                    tab.evaluate(
+                        "performance.getEntriesByType('paint').map(e => [e.name, e.startTime])"
+                    )
+                )
+                first.append(float(entries["first-paint"]))
+                contentful.append(float(entries["first-contentful-paint"]))
+                loaded.append(
+                    float(
+                        tab.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+                    )
+                )
+                context.close()
+            print(
+                f"{page}: first-paint median {statistics.median(first):.0f} ms"
+                f" (min {min(first):.0f}, max {max(first):.0f}),"
+                f" first-contentful-paint median {statistics.median(contentful):.0f} ms,"
+                f" load median {statistics.median(loaded):.0f} ms, {runs} runs"
+            )
+        browser.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=11)
+    args = parser.parse_args()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    command = [sys.executable, "-m", "hypercorn", "-b", f"127.0.0.1:{port}", "main:app"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        weigh(base)
+        paint(base, args.runs)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
