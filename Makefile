@@ -1,7 +1,8 @@
 # The two commands of the README: `make run` and `make test`.
 # Both create (once) and reuse one virtual environment built from pyproject.toml:
-# `make run` installs only what serving needs; the other targets add the test,
-# dev and bench extras to it.
+# `make run` installs what serving needs and the command-line client (its one
+# extra package, websockets); the other targets add the test, dev and bench
+# extras to it.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ $(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chat needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[client]'
 	@touch $(RUN_STAMP)
 
 $(DEV_STAMP): $(RUN_STAMP)
