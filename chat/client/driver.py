@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import random as _random
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import orjson
@@ -42,6 +41,7 @@ from chat.client.events import (
     Event,
     StateChanged,
 )
+from chat.clock import Clock, MonotonicClock
 
 E = TypeVar("E", bound=Event)
 TokenProvider = Callable[[], Awaitable[str] | str]
@@ -51,33 +51,6 @@ Callback = Callable[[Any], Awaitable[None] | None]
 DEFAULT_BUFFER = 10_000
 #: Seconds for a handshake to complete.
 OPEN_TIMEOUT = 10.0
-
-
-class Clock(Protocol):
-    """What the driver needs of time (``tests/clock.py`` has a fake one)."""
-
-    def now(self) -> float:
-        """Monotonic seconds."""
-        ...
-
-    def time(self) -> float:
-        """Unix seconds (a token's ``exp`` is one)."""
-        ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """``time.monotonic``, ``time.time`` and ``anyio.sleep``."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
 
 
 @dataclass
@@ -126,7 +99,7 @@ class Client:
         self.config = replace(base, urls=urls_of(urls), user=user, rooms=tuple(rooms))
         self._token = token
         self._provider = token_provider
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or MonotonicClock()
         self._core = ClientCore(
             self.config,
             random=random or _random.random,
