@@ -57,10 +57,21 @@ function onState({ detail }) {
     };
     tick();
     countdown = setInterval(tick, 250);
+  } else if (detail.state === "closed" && detail.refused) {
+    showState("closed", "not connected");
+    signInAgain(detail.reason);
   } else if (detail.state === "closed") {
     showState("closed", `disconnected${detail.reason ? `: ${detail.reason}` : ""}`);
     notice(current, `Disconnected${detail.reason ? `: ${detail.reason}` : ""}.`, true);
   }
+}
+
+/** The client gave up before any welcome (an expired token, a server down): ask again. */
+function signInAgain(reason) {
+  $("login").classList.remove("hidden");
+  $("chat").classList.add("hidden");
+  $("signout").classList.add("hidden");
+  $("login-problem").textContent = `Could not connect: ${reason}. Sign in again${/token/.test(reason) ? " with a new token" : ""}.`;
 }
 
 function onRecovery({ detail }) {
@@ -162,6 +173,10 @@ function onMessage({ detail: message }) {
 // -- sign in and out -----------------------------------------------------------------------
 
 function start(options) {
+  // Signing in again after a refusal: the old client is closed for good already.
+  if (chat && chat.state !== "closed") chat.close();
+  rooms.clear();
+  pending.clear();
   chat = new ChatClient(options);
   current = options.rooms[0];
   chat.addEventListener("state", onState);
@@ -175,12 +190,21 @@ function start(options) {
     renderAll();
   });
   chat.addEventListener("members", () => renderMembers());
+  chat.addEventListener("left", ({ detail }) => {
+    if (!detail.code) return;
+    // Refused for good (forbidden): the client dropped the room.
+    rooms.delete(detail.room);
+    if (current === detail.room) current = chat.rooms.keys().next().value || null;
+    notice(current, `Could not join ${detail.room}: ${detail.detail}`, true);
+    renderAll();
+  });
   chat.addEventListener("presence", ({ detail }) => {
     notice(detail.room, `${detail.user} ${detail.event === "join" ? "joined" : "left"}`);
     if (detail.room === current) renderMembers();
   });
   chat.addEventListener("error", ({ detail }) => {
-    if (!detail.retrying) notice(current, `Refused: ${detail.detail}`, true);
+    // Retried ones are the client's business; a refused room is told by "left".
+    if (!detail.retrying && !detail.room) notice(current, `Refused: ${detail.detail}`, true);
   });
   chat.addEventListener("bye", ({ detail }) => {
     if (detail.detail) notice(current, detail.detail, true);
@@ -223,7 +247,8 @@ $("join").addEventListener("submit", (event) => {
   const room = $("join-room").value.trim();
   if (!NAME.test(room)) return;
   $("join-room").value = "";
-  chat.join(room).then(() => renderAll(), (error) => notice(current, `Could not join ${room}: ${error.message}`, true));
+  // A refusal is told by the client's "left" event; leaving it meanwhile needs no word.
+  chat.join(room).then(() => renderAll(), () => {});
   select(room);
 });
 
@@ -238,7 +263,8 @@ $("composer").addEventListener("submit", (event) => {
   renderMessages();
   chat.send(room, text, id).catch((error) => {
     pending.delete(id);
-    notice(room, `Not sent: ${error.message}`, true);
+    if (chat.rooms.has(room)) notice(room, `Not sent: ${error.message}`, true);
+    else if (error.code !== "left") notice(current, `Not sent to ${room}: ${error.message}`, true);
   });
 });
 

@@ -240,6 +240,17 @@ def test_jwt_login_on_both_pages_keeps_tokens_out_of_urls(start: StartServer, pa
     assert any("/ws/lobby" in url for url in urls)
     assert not [url for url in urls if token in url or admin in url]
 
+    # An expired token: the handshake is refused (401, which a browser reports as
+    # close 1006); the page stops at once and asks to sign in again.
+    late = pages.open(server.http("/app"))
+    late.fill("#token", mint("grace", exp=time.time() - 120))
+    late.click("#connect")
+    late.wait_for_selector("#state[data-state=closed]")
+    late.wait_for_selector("#login:not(.hidden)")
+    assert "expired" in late.inner_text("#login-problem")
+    assert late.is_hidden("#chat")
+    shot(late, "app-token-expired")
+
 
 def test_pages_are_refused_to_an_origin_not_allowed(start: StartServer) -> None:
     server = start({"CHAT_ALLOWED_ORIGINS": "https://chat.example.com"})
@@ -272,3 +283,234 @@ def test_chat_js_reconnect_rules(start: StartServer, pages: Pages) -> None:
         "ceilings": [500, 1000, 2000, 30000],
         "floor": 2731,
     }
+
+
+# -- chat.js against a fake WebSocket: the rules, driven frame by frame ----------------------
+
+#: A scripted WebSocket for chat.js (options.WebSocket): open at once; the test delivers
+#: frames and drops connections. ``until`` polls a condition with a deadline (no sleeps).
+FAKE = """
+const m = await import('/static/chat.js');
+const sockets = [];
+class FakeSocket {
+  constructor(url, protocols) {
+    Object.assign(this, { url, protocols, readyState: 1, sent: [] });
+    sockets.push(this);
+  }
+  send(data) { this.sent.push(JSON.parse(data)); }
+  close() { this.readyState = 3; }
+  deliver(...frames) { this.onmessage({ data: frames.map((f) => JSON.stringify(f)).join('\\n') }); }
+  drop(code = 1006) { this.readyState = 3; this.onclose({ code, reason: '' }); }
+}
+const until = async (check, what, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+const last = () => sockets[sockets.length - 1];
+const welcome = (limits = { rate: 1000, burst: 100 }) => ({
+  type: 'welcome', session: 's' + sockets.length, user: 'me', node: 'n',
+  heartbeat: { interval: 25, timeout: 10 }, limits });
+const joined = (room, seq = 0, extra = {}) => ({
+  type: 'joined', room, seq, epoch: 'e1', recovered: false, members: [{ user: 'me' }], ...extra });
+const states = [];
+const client = (options) => {
+  const chat = new m.ChatClient({
+    user: 'me', WebSocket: FakeSocket, backoffBase: 10, backoffMax: 40, ...options });
+  chat.addEventListener('state', (e) => states.push(e.detail));
+  return chat;
+};
+const settled = (promise) => promise.then(
+  (v) => ({ ok: v }), (e) => ({ code: e.code, message: e.message }));
+const joins = () => last().sent.filter((f) => f.type === 'join');
+"""
+
+
+def run_js(page: Any, body: str) -> Any:
+    """Run ``body`` (an async function's body, after :data:`FAKE`) in ``page``."""
+    return page.evaluate(f"async () => {{ {FAKE}\n{body} }}")
+
+
+@pytest.fixture(scope="module")
+def static_server(start_shared: StartServer) -> Server:
+    """A server for the pages that only need /static/chat.js."""
+    return start_shared()
+
+
+def test_chat_js_retries_a_join_refused_for_now_and_drops_one_refused_for_good(
+    static_server: Server, pages: Pages
+) -> None:
+    page = pages.open(static_server.http("/app"))
+    found = run_js(
+        page,
+        """
+        const chat = client({ rooms: ['a', 'b', 'c'] });
+        const left = [];
+        chat.addEventListener('left', (e) => left.push(e.detail));
+        const joinB = chat.join('b');
+        const sameB = chat.join('b') === joinB;   // asked twice: the same promise
+        const joinC = settled(chat.join('c'));
+        const toC = settled(chat.send('c', 'never'));
+        chat.connect();
+        last().deliver(welcome(), joined('a'));
+        await until(() => joins().length === 2, 'joins b, c');
+        last().deliver(
+          { type: 'error', code: 'forbidden', detail: 'room limit reached', id: 'join:c' });
+        last().deliver(joined('b', 5));
+        await joinB;
+        // Reconnect: b is rejoined with since and epoch; refused "unavailable", then asked again.
+        last().drop(1006);
+        await until(() => sockets.length === 2, 'a reconnect');
+        last().deliver(welcome(), joined('a', 0, { recovered: true }));
+        await until(() => last().sent.some((f) => f.type === 'join'), 'rejoin b');
+        last().deliver({ type: 'error', code: 'unavailable', detail: 'broker down', id: 'join:b' });
+        await until(() => joins().length === 2, 'join b retried');
+        return { sameB, c: await joinC, toC: await toC, left, rooms: [...chat.rooms.keys()],
+                 joins: joins() };
+        """,
+    )
+    assert found["sameB"] is True
+    assert found["c"]["code"] == found["toC"]["code"] == "forbidden"
+    assert found["left"] == [{"room": "c", "code": "forbidden", "detail": "room limit reached"}]
+    assert found["rooms"] == ["a", "b"]  # b kept through a refusal for now; c dropped
+    retried = {"type": "join", "room": "b", "id": "join:b", "since": 5, "epoch": "e1"}
+    assert found["joins"] == [retried, retried]
+
+
+def test_chat_js_settles_sends_by_their_replayed_id_bounds_the_outbox_and_gives_up(
+    static_server: Server, pages: Pages
+) -> None:
+    page = pages.open(static_server.http("/app"))
+    found = run_js(
+        page,
+        """
+        const chat = client({ rooms: ['a', 'b'], outboxLimit: 3, maxSendAttempts: 2 });
+        chat.connect();
+        last().deliver(welcome(), joined('a'), joined('b'));
+        const lost = settled(chat.send('a', 'lost ack', 'id-1'));
+        const doomed = settled(chat.send('a', 'never acked', 'id-2'));
+        const onB = settled(chat.send('b', 'to b', 'id-3'));
+        const full = await settled(chat.send('a', 'one too many'));
+        const nowhere = await settled(chat.send('zzz', 'not joined'));
+        await until(() => last().sent.filter((f) => f.type === 'send').length === 3, 'three sends');
+        chat.leave('b');
+        // The connection drops before any ack; the replay after the rejoin carries id-1.
+        last().drop(1006);
+        await until(() => sockets.length === 2, 'a reconnect');
+        last().deliver(welcome(), joined('a', 0, { recovered: true }),
+          { type: 'message', room: 'a', seq: 1, id: 'id-1', user: 'me', text: 'lost ack', ts: 1 });
+        const firstAck = await lost;
+        const resent = last().sent.filter((f) => f.type === 'send').map((f) => f.id);
+        last().drop(1006);   // id-2 has had its 2 attempts
+        await until(() => sockets.length === 3, 'a second reconnect');
+        last().deliver(welcome(), joined('a', 1, { recovered: true }));
+        return { firstAck, resent, full, nowhere, onB: await onB, doomed: await doomed,
+                 third: last().sent.filter((f) => f.type === 'send') };
+        """,
+    )
+    assert found["firstAck"]["ok"] == {"type": "ack", "id": "id-1", "room": "a", "seq": 1}
+    assert found["resent"] == ["id-2"]  # id-1 settled by its replay, not written again
+    assert found["full"]["code"] == "outbox_full"
+    assert found["nowhere"]["code"] == "not_joined"
+    assert found["onB"]["code"] == "left"
+    assert found["doomed"]["code"] == "gave_up"
+    assert "may have been published" in found["doomed"]["message"]
+    assert found["third"] == []
+
+
+def test_chat_js_backoff_restarts_only_after_a_stable_connection_and_gives_up_on_refusals(
+    static_server: Server, pages: Pages
+) -> None:
+    page = pages.open(static_server.http("/app"))
+    found = run_js(
+        page,
+        """
+        // Accepted, then dropped at once (1011), three times: the backoff keeps growing.
+        const flaky = client({ rooms: ['a'], stableAfter: 150 });
+        flaky.connect();
+        for (let n = 1; n <= 3; n++) {
+          await until(() => sockets.length === n, 'connection ' + n);
+          last().deliver(welcome(), joined('a'));
+          last().drop(1011);
+        }
+        const growing = states.filter((s) => s.state === 'reconnecting' && s.delay)
+          .map((s) => s.attempt);
+        // One that lasted stableAfter: the backoff starts over.
+        await until(() => sockets.length === 4, 'connection 4');
+        last().deliver(welcome(), joined('a'));
+        const since = Date.now();
+        await until(() => Date.now() - since > 200, 'a stable connection');
+        last().drop(1011);
+        const after = states[states.length - 1].attempt;
+        flaky.close();
+        // Handshakes that never reach a welcome (browsers say 1006 for 401): stop.
+        states.length = 0;
+        sockets.length = 0;
+        const refused = client({ rooms: ['a'], maxFailures: 3 });
+        refused.connect();
+        for (let n = 1; n <= 3; n++) {
+          await until(() => sockets.length === n, 'handshake ' + n);
+          last().drop(1006);
+        }
+        const gaveUp = states[states.length - 1];
+        // An expired token: at the first failure.
+        states.length = 0;
+        const exp = Math.floor(Date.now() / 1000) - 60;
+        const token = 'x.' + btoa(JSON.stringify({ sub: 'me', exp })).replace(/=+$/, '') + '.y';
+        const expired = client({ rooms: ['a'], token });
+        expired.connect();
+        last().drop(1006);
+        return { growing, after, gaveUp, handshakes: sockets.length,
+                 expired: states[states.length - 1], expiredProtocols: last().protocols };
+        """,
+    )
+    assert found["growing"] == [1, 2, 3]
+    assert found["after"] == 1
+    assert found["gaveUp"]["state"] == "closed" and found["gaveUp"]["refused"] is True
+    assert "could not connect" in found["gaveUp"]["reason"]
+    assert found["handshakes"] == 4  # 3 refused, and the expired token's one
+    assert found["expired"]["state"] == "closed" and found["expired"]["refused"] is True
+    assert "expired" in found["expired"]["reason"]
+    assert found["expiredProtocols"][-1].startswith("bearer.")
+
+
+def test_chat_js_paces_a_burst_of_joins_and_sends_below_the_servers_rate(
+    start: StartServer, pages: Pages
+) -> None:
+    # A small rate so the burst is large against it: unpaced, the refusals pass the
+    # burst and the server closes the session 1008 (final).
+    server = start({"CHAT_RATE": "40", "CHAT_BURST": "10", "CHAT_MAX_ROOMS_PER_SESSION": "11"})
+    page = pages.open(server.http("/app"))
+    found = page.evaluate(
+        """async () => {
+        const { ChatClient } = await import('/static/chat.js');
+        const rooms = Array.from({ length: 12 }, (_, n) => 'r' + n);
+        const chat = new ChatClient({ user: 'pacer', rooms });
+        const seen = { states: [], errors: [], left: [] };
+        chat.addEventListener('state', (e) => seen.states.push(e.detail.state));
+        chat.addEventListener('error', (e) => seen.errors.push(e.detail.code));
+        chat.addEventListener('left', (e) => seen.left.push(e.detail));
+        const joins = rooms.map((room) => chat.join(room).then(() => 'joined', (e) => e.code));
+        const sends = Array.from({ length: 60 }, (_, n) => chat.send('r1', 'burst ' + n));
+        const started = performance.now();
+        chat.connect();
+        const acks = await Promise.all(sends);
+        const took = performance.now() - started;
+        seen.joins = await Promise.all(joins);
+        seen.seqs = acks.map((ack) => ack.seq);
+        seen.took = took;
+        seen.state = chat.state;
+        chat.close();
+        return seen;
+        }"""
+    )
+    assert found["state"] == "live" and "closed" not in found["states"][:-1]
+    assert "rate_limited" not in found["errors"]
+    assert found["seqs"] == list(range(1, 61))
+    # The URL's room and ten more: the room limit refuses the twelfth, which is dropped.
+    assert found["joins"] == ["joined"] * 11 + ["forbidden"]
+    assert [left["room"] for left in found["left"]] == ["r11"]
+    # Paced at 80 % of 40/s after a burst of 5: 70 paced frames take about 2 s.
+    assert 1500 < found["took"] < 8000
