@@ -14,7 +14,10 @@ One stream sends (docs/pages.md, The event stream):
 - ``resync`` when more sessions changed than a subscriber holds
   (:data:`chat.watch.FEED_LIMIT`): reload what you show;
 - a ``: ping`` comment every :data:`HEARTBEAT` seconds, so proxies and
-  readers see the stream alive.
+  readers see the stream alive;
+- ``expired`` last, when the admin JWT the stream was opened with reaches its
+  ``exp`` (:func:`chat.status.admin_until`): the credentials are checked once,
+  so the stream ends there and the reader must sign in again.
 
 Nothing grows with a slow reader: its changes coalesce in a bounded set
 (:class:`chat.watch.Feed`), and its summaries are made when it can take
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -36,7 +39,7 @@ from chat.brokers import BrokerUnavailable
 from chat.clock import wait_within
 from chat.node import Node
 from chat.pages import allowed_origin
-from chat.status import Guarded, iso, session_view
+from chat.status import admin_until, iso, session_view
 from chat.watch import Feed, Sample, TooManyWatchers, Trend
 
 router = APIRouter()
@@ -57,6 +60,8 @@ NODES_EVERY = 5
 NODES_TIMEOUT = 1.0
 #: The ``detail`` of a refusal when every stream is taken.
 FULL = "too many event streams are open: try again later"
+#: The ``detail`` of the last event of a stream whose admin JWT expired.
+EXPIRED = "the admin token expired: sign in again"
 
 
 def _node(request: Request) -> Node:
@@ -146,8 +151,11 @@ def changed_views(node: Node, ids: tuple[str, ...]) -> list[dict[str, Any]]:
     return views
 
 
-async def stream(node: Node, trend: Trend, feed: Feed) -> AsyncIterator[bytes]:
-    """The events of one subscriber, until the node drains (see the module's docstring)."""
+async def stream(
+    node: Node, trend: Trend, feed: Feed, expires_at: float | None = None
+) -> AsyncIterator[bytes]:
+    """The events of one subscriber, until the node drains or, with ``expires_at`` (Unix
+    seconds, the admin JWT's ``exp``), until then: ``expired`` is the last event."""
     clock = node.clock
     yield event(
         "hello",
@@ -161,6 +169,9 @@ async def stream(node: Node, trend: Trend, feed: Feed) -> AsyncIterator[bytes]:
     next_summary = clock.now()
     last_ping = clock.now()
     while not node.draining:
+        if expires_at is not None and clock.time() >= expires_at:
+            yield event("expired", {"detail": EXPIRED})
+            return
         now = clock.now()
         if now >= next_summary:
             yield event("summary", await summary(node, nodes=summaries % NODES_EVERY == 0))
@@ -175,13 +186,19 @@ async def stream(node: Node, trend: Trend, feed: Feed) -> AsyncIterator[bytes]:
             yield b": ping\n\n"
             last_ping = now
         await clock.sleep(COALESCE)
-        await wait_within(clock, max(0.0, next_summary - clock.now()), feed.wait)
+        wait = next_summary - clock.now()
+        if expires_at is not None:
+            wait = min(wait, expires_at - clock.time())
+        await wait_within(clock, max(0.0, wait), feed.wait)
 
 
-@router.get("/status/events", dependencies=[Depends(allowed_origin), *Guarded])
-async def events(request: Request) -> StreamingResponse:
-    """Server-sent events of the registry's changes and periodic summaries (admin only);
-    503 when :data:`chat.watch.MAX_FEEDS` streams are open already."""
+@router.get("/status/events", dependencies=[Depends(allowed_origin)])
+async def events(
+    request: Request, expires_at: Annotated[float | None, Depends(admin_until)]
+) -> StreamingResponse:
+    """Server-sent events of the registry's changes and periodic summaries (admin only,
+    until the admin JWT's ``exp``); 503 when :data:`chat.watch.MAX_FEEDS` streams are
+    open already."""
     node = _node(request)
     trend = _trend(request)
     watch = node.registry.watch
@@ -193,7 +210,7 @@ async def events(request: Request) -> StreamingResponse:
         # client gone before its first byte never leaves a feed behind.
         try:
             with watch.subscribe() as feed:
-                async for chunk in stream(node, trend, feed):
+                async for chunk in stream(node, trend, feed, expires_at):
                     yield chunk
         except TooManyWatchers:  # filled up between the check and the first byte
             yield event("error", {"detail": FULL})

@@ -50,14 +50,24 @@ def require_admin(request: Request) -> None:
     claims include ``"admin": true``. Missing or invalid credentials get 401; a
     valid JWT without ``admin`` gets 403 (who it is is known, and not enough).
     """
+    admin_until(request)
+
+
+def admin_until(request: Request) -> float | None:
+    """:func:`require_admin`, and when the admin access it granted ends: the admin
+    JWT's ``exp`` (Unix seconds), or None (open access, the status token: no end).
+
+    A response that lasts (``/status/events``) must end there: the check is made
+    once, when it starts.
+    """
     node = _node(request)
     status_token = node.settings.status_token
     if not status_token and not node.auth.enabled:
-        return
+        return None
     given = bearer_token(request.headers.get("authorization", ""))
     if given:
         if status_token and hmac.compare_digest(given.encode(), status_token.encode()):
-            return
+            return None
         if node.auth.enabled:
             try:
                 identity = node.auth.verify(given, node.clock.time())
@@ -65,7 +75,7 @@ def require_admin(request: Request) -> None:
                 pass
             else:
                 if identity.admin:
-                    return
+                    return identity.expires_at
                 raise HTTPException(status_code=403, detail=ADMIN_ONLY)
     raise HTTPException(
         status_code=401,

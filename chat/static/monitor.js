@@ -16,6 +16,8 @@ let selected = null;
 let dirty = new Map();
 let frame = 0;
 let newOutside = 0;
+/** The stream said the admin JWT expired: it is not reopened until a new sign-in. */
+let expired = false;
 
 function headers() {
   return token ? { Authorization: `Bearer ${token}` } : {};
@@ -57,6 +59,7 @@ async function open() {
   }
   $("login").classList.add("hidden");
   $("board").classList.remove("hidden");
+  expired = false;
   loadPage();
   loadClosed();
   stream();
@@ -95,6 +98,7 @@ async function stream() {
     } catch (error) {
       // a lost stream: reconnect below
     }
+    if (expired) return;
     const delay = Math.round(Math.random() * Math.min(10000, 1000 * 2 ** attempt)) + 500;
     attempt += 1;
     streamState("reconnecting", `reconnecting in ${Math.ceil(delay / 1000)} s`);
@@ -134,6 +138,14 @@ function handle(name, data) {
     for (const view of data.sessions) dirty.set(view.id, view);
     if (!frame) frame = requestAnimationFrame(applyChanges);
   } else if (name === "resync") loadPage();
+  else if (name === "expired") {
+    // The server ends the stream at the admin JWT's exp: ask for a new token.
+    expired = true;
+    token = null;
+    $("login").classList.remove("hidden");
+    $("board").classList.add("hidden");
+    $("login-problem").textContent = `${data.detail}.`;
+  }
 }
 
 // -- summary, chart, rooms, cluster -------------------------------------------------------

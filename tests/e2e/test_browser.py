@@ -215,7 +215,6 @@ def mint(sub: str, **claims: Any) -> str:
 def test_jwt_login_on_both_pages_keeps_tokens_out_of_urls(start: StartServer, pages: Pages) -> None:
     server = start({"CHAT_JWT_SECRET": SECRET})
     token = mint("frank")
-    admin = mint("ops", admin=True)
     page = pages.open(server.http("/app"))
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
@@ -232,6 +231,8 @@ def test_jwt_login_on_both_pages_keeps_tokens_out_of_urls(start: StartServer, pa
     monitor.fill("#token", token)  # a user's token is not an admin's
     monitor.click("#login button")
     monitor.wait_for_selector("#login-problem:has-text('not an admin token')")
+    # Short-lived: the monitor's event stream ends at its exp, and the page asks again.
+    admin = mint("ops", admin=True, exp=time.time() + 6)
     monitor.fill("#token", admin)
     monitor.click("#login button")
     monitor.wait_for_selector("#stream[data-state=live]")
@@ -250,6 +251,9 @@ def test_jwt_login_on_both_pages_keeps_tokens_out_of_urls(start: StartServer, pa
     assert "expired" in late.inner_text("#login-problem")
     assert late.is_hidden("#chat")
     shot(late, "app-token-expired")
+
+    monitor.wait_for_selector("#login:not(.hidden)", timeout=RECONNECT_WAIT)
+    assert "expired" in monitor.inner_text("#login-problem")
 
 
 def test_pages_are_refused_to_an_origin_not_allowed(start: StartServer) -> None:

@@ -5,14 +5,16 @@ paged with ``offset``."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import orjson
 import pytest
 
-from tests.e2e.conftest import StartServer
+from tests.e2e.conftest import StartServer, keep_secret
 from tests.e2e.harness import json_client
 
 pytestmark = pytest.mark.anyio
@@ -86,3 +88,23 @@ async def test_status_sessions_pages_with_offset(start: StartServer) -> None:
         assert everyone == ["p1", "p2", "p3"]
         assert pages == [["p1", "p2"], ["p3"], []]
         assert server.get("/status/sessions?offset=-1").status_code in (400, 422)
+
+
+SECRET = keep_secret("events-hs256-secret-" + "e" * 32)
+
+
+async def test_the_event_stream_ends_at_the_admin_jwts_exp(start: StartServer) -> None:
+    # The credentials are checked once, when the stream starts: it must not outlive them.
+    server = start({"CHAT_JWT_SECRET": SECRET})
+    exp = time.time() + 2
+    admin = keep_secret(jwt.encode({"sub": "ops", "admin": True, "exp": exp}, SECRET, "HS256"))
+    auth = {"Authorization": f"Bearer {admin}"}
+    async with httpx.AsyncClient(base_url=server.http(""), timeout=10) as http:
+        async with http.stream("GET", "/status/events", headers=auth) as response:
+            assert response.status_code == 200
+            async with asyncio.timeout(10):
+                names = [name async for name, _ in events(response)]
+                ended = time.time()
+        assert names[0] == "hello" and "summary" in names
+        assert names[-1] == "expired"  # the last event: the stream then ends
+        assert exp <= ended < exp + 3
