@@ -19,9 +19,11 @@
 //   never sooner than bye.retry_after_ms; never after close 1000, 1003, 1008, 1009,
 //   4500-4999 or a bye with reconnect: false (README, Close codes and refusals). The
 //   backoff starts over only after a connection that lasted (stableAfter). Browsers
-//   hide a refused handshake's HTTP status (it is close 1006), so after maxFailures
-//   connections in a row that ended before the server's welcome (at once when the
-//   token's exp has passed) the client stops: state "closed" with refused: true.
+//   hide a refused handshake's HTTP status (it is close 1006), so after connections
+//   in a row that ended before the server's welcome the client stops: state "closed"
+//   with refused: true. Soon (maxFirstFailures) before its first welcome, a bad token
+//   being likelier than an outage; later (maxFailures) once it was live, so a server
+//   restart is waited for; at once when the token's exp has passed.
 // - recovery: every room is rejoined with since (its last seq) and epoch; missed
 //   messages are delivered once, in seq order; a room whose gap could not be
 //   recovered is reported ("recovery" event, lost). A join refused rate_limited or
@@ -153,7 +155,8 @@ export class ChatClient extends EventTarget {
    * @param {number} [options.backoffBase] first backoff ceiling, ms (500).
    * @param {number} [options.backoffMax] largest backoff ceiling, ms (30000).
    * @param {number} [options.stableAfter] ms a connection must last for the backoff to start over (10000).
-   * @param {number} [options.maxFailures] connections in a row ended before the welcome before giving up (6).
+   * @param {number} [options.maxFirstFailures] connections in a row ended before the first welcome before giving up (3).
+   * @param {number} [options.maxFailures] the same once a welcome came (10: about a minute of backoff).
    * @param {number} [options.maxSendAttempts] writes per send before it is rejected (20).
    * @param {number} [options.outboxLimit] sends awaiting their ack at most (1000).
    * @param {Function} [options.WebSocket] a WebSocket constructor (tests).
@@ -166,7 +169,8 @@ export class ChatClient extends EventTarget {
     this.token = options.token || null;
     this.backoff = { base: options.backoffBase ?? 500, max: options.backoffMax ?? 30000 };
     this.stableAfter = options.stableAfter ?? 10000;
-    this.maxFailures = options.maxFailures ?? 6;
+    this.maxFirstFailures = options.maxFirstFailures ?? 3;
+    this.maxFailures = options.maxFailures ?? 10;
     this.maxSendAttempts = options.maxSendAttempts ?? 20;
     this.outboxLimit = options.outboxLimit ?? 1000;
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
@@ -193,6 +197,8 @@ export class ChatClient extends EventTarget {
     this._welcomedAt = null;
     /** Connections in a row that ended before their welcome. */
     this._failures = 0;
+    /** Whether a welcome came since connect(). */
+    this._welcomed = false;
     /** The pace of the current connection (from its welcome), or null before it. */
     this._bucket = null;
     /** Frames other than sends (join, leave, refresh) waiting for a token. */
@@ -214,6 +220,7 @@ export class ChatClient extends EventTarget {
     this._stopped = false;
     this.attempt = 0;
     this._failures = 0;
+    this._welcomed = false;
     this._open();
   }
 
@@ -406,7 +413,7 @@ export class ChatClient extends EventTarget {
         this._stop(code, "the token has expired", { refused: true });
         return;
       }
-      if (this._failures >= this.maxFailures) {
+      if (this._failures >= (this._welcomed ? this.maxFailures : this.maxFirstFailures)) {
         this._stop(code, `could not connect (${this._failures} attempts in a row ended before the server's welcome: ` +
           "a refused token or room, or the server is down)", { refused: true });
         return;
@@ -541,6 +548,7 @@ export class ChatClient extends EventTarget {
         const now = performance.now();
         this._welcomedAt = now;
         this._failures = 0;
+        this._welcomed = true;
         const pace = paceFor(frame.limits);
         this._bucket = new Bucket(pace.rate, pace.burst, now);
         this._arm();
