@@ -40,7 +40,7 @@ from chat.client.events import (
 )
 from chat.client.policy import Backoff, ByeInfo, Decision, after_close, after_refusal
 from chat.client.rooms import Rooms
-from chat.client.sends import Bucket, Outbox
+from chat.client.sends import Bucket, Outbox, retry_delay
 from chat.client.tokens import expiry, refresh_delay
 
 #: The subprotocol the client offers: the server may batch frames (split on ``\n``).
@@ -48,6 +48,8 @@ SUBPROTOCOL = "chat.v1.batch"
 #: Until the server's ``welcome`` says otherwise (its defaults).
 DEFAULT_HEARTBEAT = (25.0, 10.0)
 DEFAULT_LIMITS = (20.0, 40)
+#: ``error`` codes after which a ``join`` is not tried again: the room is dropped.
+JOIN_FINAL_CODES = frozenset({"forbidden", "bad_request"})
 #: Room ids, as the server checks them (README, Endpoints).
 ROOM_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
@@ -78,6 +80,9 @@ class ClientConfig:
     welcome_timeout: float = 10.0
     #: Refresh the token this long before its ``exp`` (a quarter of its life at most).
     refresh_margin: float = 30.0
+    #: The server's ``CHAT_SEND_ID_WINDOW``: how long it remembers a send's id. A send
+    #: first written longer ago is not sent again but fails as ``uncertain``.
+    send_id_window: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.urls:
@@ -118,6 +123,11 @@ class ClientCore:
     Call :meth:`start` once, then feed it; after every call, carry out its
     outputs. Raises only for misuse by the application (:meth:`send` on a
     room not joined, a full outbox, a closed client).
+
+    ``authenticated`` says the driver sends a token; without one and without
+    ``config.user``, every connection asks to be ``anon-<id_prefix>``: the
+    same user across reconnects, so the server recognises a retried send's
+    id (it remembers ids per user).
     """
 
     def __init__(
@@ -127,10 +137,16 @@ class ClientCore:
         random: Callable[[], float],
         id_prefix: str,
         renewable_token: bool = False,
+        authenticated: bool = False,
     ) -> None:
         self.config = config
         self.room = url_room(config.urls[0])
         self._renewable = renewable_token
+        self._random = random
+        #: The ``?user=`` of every connection (None with a token).
+        self.query_user: str | None = config.user
+        if config.user is None and not (authenticated or renewable_token):
+            self.query_user = f"anon-{id_prefix}"
         self._backoff = Backoff(config.backoff_base, config.backoff_cap, random)
         self.rooms = Rooms()
         for room in (self.room, *config.rooms):
@@ -151,6 +167,10 @@ class ClientCore:
         self._heartbeat = DEFAULT_HEARTBEAT
         self._bucket: Bucket | None = None
         self._refresh_at: float | None = None
+        #: The last token's ``exp``, and how many tokens in a row did not extend it.
+        self._token_exp: float | None = None
+        self._stale_tokens = 0
+        self._provider_failures = 0
         #: The driver must fetch a token (:attr:`token_wanted`) and call :meth:`token`.
         self.token_wanted = False
         #: The driver must close the current connection; the text says why.
@@ -200,9 +220,17 @@ class ClientCore:
                 times.append(self._silence_deadline())
                 if self._refresh_at is not None and self._renewable and not self.token_wanted:
                     times.append(self._refresh_at)
-                ready = self.outbox.next_ready(self.rooms.joined)
-                if ready is not None and self._bucket is not None:
-                    times.append(max(ready, self._bucket.ready_at()))
+                ready = [
+                    t
+                    for t in (
+                        self.outbox.next_ready(self.rooms.ready),
+                        self.rooms.next_join(),
+                        self._opened_at if self.rooms.to_leave() else None,
+                    )
+                    if t is not None
+                ]
+                if ready and self._bucket is not None:
+                    times.append(max(min(ready), self._bucket.ready_at()))
         return min(times) if times else None
 
     def _silence_deadline(self) -> float:
@@ -231,8 +259,8 @@ class ClientCore:
     def _attempt_url(self) -> str:
         parts = urlsplit(self.url)
         query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("since", "epoch", "user")]
-        if self.config.user is not None:
-            query.append(("user", self.config.user))
+        if self.query_user is not None:
+            query.append(("user", self.query_user))
         since, epoch = self.rooms.recovery(self.room)
         if self.room in self.rooms and since is not None and epoch is not None:
             query += [("since", str(since)), ("epoch", epoch)]
@@ -263,7 +291,9 @@ class ClientCore:
         self.close_request = None
         self.token_wanted = False
         self._frames.clear()
-        self.rooms.connection_lost()
+        # A leave cut off by the loss is done: the client is in no room any more.
+        for room in self.rooms.connection_lost():
+            self._events.append(Left(room))
         self.outbox.connection_lost()
         decision = after_close(code, self._bye)
         if self._lost_reason is not None and self._bye is None:
@@ -333,6 +363,7 @@ class ClientCore:
     def _handle(self, frame: dict[str, Any], now: float) -> None:
         kind = frame.get("type")
         if kind == "message":
+            self._own_message(frame)
             message = self.rooms.on_message(frame)
             if message is not None:
                 self._events.append(message)
@@ -373,7 +404,7 @@ class ClientCore:
         rate = float(limits.get("rate", DEFAULT_LIMITS[0]))
         burst = int(limits.get("burst", DEFAULT_LIMITS[1]))
         # Below the server's limits: joins, pongs and refreshes count against them too.
-        self._bucket = Bucket(max(rate * 0.8, 0.1), max(1, burst // 2), now)
+        bucket = self._bucket = Bucket(max(rate * 0.8, 0.1), max(1, burst // 2), now)
         self.session = str(frame.get("session", ""))
         self.user = str(frame.get("user", self.user or ""))
         self.node = str(frame.get("node", ""))
@@ -383,18 +414,29 @@ class ClientCore:
         self._welcomes += 1
         self.reconnects = self._welcomes - 1
         self._set_state(ConnectionState.CONNECTED, "welcome")
-        # The server joins every connection to the URL's room; the rest are asked for.
-        if self.room not in self.rooms:
+        # The server joins every connection to the URL's room; the rest are asked for,
+        # paced by the bucket like sends (the server's rate counts every frame: a
+        # client in many rooms must not spend its burst, and more, on its joins).
+        url_room = self.rooms.get(self.room)
+        if url_room is not None and url_room.wanted:
+            url_room.join_sent = True
+        else:
+            bucket.take(now)
             self._frames.append(_encode({"type": "leave", "room": self.room}))
-        for state in self.rooms.wanted():
-            if state.name != self.room:
-                self._frames.append(_join_frame(state.name, *self.rooms.recovery(state.name)))
+
+    def _own_message(self, frame: dict[str, Any]) -> None:
+        """A message of this client's user carrying a pending send's id settles that send:
+        it was published (its ack was lost with a connection, or is still to come)."""
+        if self.user is None or frame.get("user") != self.user:
+            return
+        room = str(frame["room"])
+        pending = self.outbox.delivered(frame.get("id"), room)
+        if pending is not None:
+            self._settled.append((pending.id, Ack(pending.id, room, int(frame["seq"]))))
 
     def _joined(self, frame: dict[str, Any]) -> None:
-        room = str(frame["room"])
-        if room not in self.rooms:
-            # The URL's room, which the application left: the leave is on its way.
-            return
+        # A room the application left is held until its leave's ``left`` (the URL's
+        # room, which the server joins on every connection, is left at the welcome).
         self._events.extend(self.rooms.on_joined(frame))
 
     def _error(self, frame: dict[str, Any], now: float) -> None:
@@ -407,15 +449,51 @@ class ClientCore:
                 self._settled.append((pending.id, SendFailed(code, detail)))
             return
         if isinstance(frame_id, str) and frame_id.startswith("join:"):
-            room = frame_id[len("join:") :]
-            if self.rooms.unwant(room):
-                self.rooms.on_left(room)
-                for dropped in self.outbox.drop_room(room):
-                    self._settled.append((dropped.id, SendFailed(code, detail)))
+            if not self._join_refused(frame_id[len("join:") :], code, detail, now):
+                return
+        elif isinstance(frame_id, str) and frame_id.startswith("leave:"):
+            self._leave_refused(frame_id[len("leave:") :], code, now)
+            return
         elif frame_id == "refresh":
             # Try again soon; the token stays valid until its exp (or the server closes 1008).
             self._refresh_at = now + 5.0
         self._events.append(ServerError(code, detail, frame_id))
+
+    def _join_refused(self, room: str, code: str, detail: str, now: float) -> bool:
+        """A ``join`` of ``room`` got ``error`` ``code``; whether to report it.
+
+        Refused for good (``forbidden``: not allowed by the token, or too many
+        rooms; ``bad_request``) the room is dropped and its pending sends fail.
+        Any other refusal (``rate_limited``, ``unavailable``: Redis is down) is
+        tried again after a backoff, with ``since``/``epoch``: the room is kept.
+        """
+        state = self.rooms.get(room)
+        if state is None:
+            return False
+        if not state.wanted:
+            # Left while its join was on the way: not held, the leave is done.
+            self.rooms.forget(room)
+            self._events.append(Left(room))
+            return False
+        if code in JOIN_FINAL_CODES:
+            self.rooms.forget(room)
+            for dropped in self.outbox.drop_room(room):
+                self._settled.append((dropped.id, SendFailed(code, detail)))
+            return True
+        self.rooms.join_refused(room, now, retry_delay(state.refusals + 1, self._random))
+        return False
+
+    def _leave_refused(self, room: str, code: str, now: float) -> None:
+        """A ``leave`` got ``error`` ``code``: ``rate_limited`` is tried again; any other
+        (``not_joined``) means the server does not hold the room: the leave is done."""
+        state = self.rooms.get(room)
+        if state is None or state.wanted:
+            return
+        if code == "rate_limited":
+            state.leave_sent = False
+            return
+        self.rooms.forget(room)
+        self._events.append(Left(room))
 
     # -- time ------------------------------------------------------------------
 
@@ -456,14 +534,42 @@ class ClientCore:
         ``wall`` is the Unix time now: ``exp`` is a Unix time. While
         connected, it goes to the server as ``refresh``.
         """
+        self._provider_failures = 0
         exp = expiry(token)
-        self._refresh_at = (
-            None if exp is None else now + refresh_delay(exp - wall, self.config.refresh_margin)
-        )
+        if exp is None:
+            self._refresh_at = None
+        else:
+            # A provider that hands out the same (cached, or expired) token again must
+            # not be asked in a loop: each token that does not extend exp waits longer.
+            stale = self._token_exp is not None and exp <= self._token_exp
+            self._stale_tokens = self._stale_tokens + 1 if stale else 0
+            self._token_exp = exp
+            delay = refresh_delay(exp - wall, self.config.refresh_margin, self._stale_tokens)
+            self._refresh_at = now + delay
         if self.token_wanted:
             self.token_wanted = False
             if self._welcomed_at is not None and self.close_request is None:
                 self._frames.append(_encode({"type": "refresh", "token": token, "id": "refresh"}))
+
+    def token_failed(self, now: float, detail: str) -> None:
+        """The token provider raised (``detail`` says what); it is asked again later.
+
+        Before a handshake, this is a failed attempt: backoff, next URL, a
+        ``RECONNECTING`` :class:`StateChanged` with the reason. While
+        connected (a refresh), the connection goes on with its token until
+        ``exp``; a :class:`StateChanged` that keeps the state says so, with
+        the delay before the provider is asked again.
+        """
+        reason = "token provider failed"
+        if self._opened_at is None:
+            if self.state is ConnectionState.CONNECTING:
+                self._after(now, Decision(True, reason), code=None, detail=detail)
+            return
+        self.token_wanted = False
+        self._provider_failures += 1
+        delay = retry_delay(self._provider_failures, self._random) * 4
+        self._refresh_at = now + delay
+        self._set_state(self.state, reason, detail=detail, retry_in=delay)
 
     # -- the application -------------------------------------------------------
 
@@ -487,8 +593,7 @@ class ClientCore:
         if room in self.rooms:
             return
         self.rooms.want(room)
-        if self._welcomed_at is not None and self.close_request is None:
-            self._frames.append(_join_frame(room, None, None))
+        self._pump(now)
 
     def leave(self, room: str, now: float) -> None:
         """Leave ``room`` (a :class:`Left` follows); its unacknowledged sends fail."""
@@ -498,8 +603,10 @@ class ClientCore:
         for dropped in self.outbox.drop_room(room):
             self._settled.append((dropped.id, SendFailed("left", f"left {room}")))
         state = self.rooms.get(room)
+        if state is not None and state.join_sent and self.close_request is None:
+            return  # its leave goes out once the server's answer to the join is in
         if state is not None and state.joined and self.close_request is None:
-            self._frames.append(_encode({"type": "leave", "room": room, "id": f"leave:{room}"}))
+            self._pump(now)
         else:
             self.rooms.on_left(room)
             self._events.append(Left(room))
@@ -522,13 +629,37 @@ class ClientCore:
             raise ClientClosed("the client is closed")
 
     def _pump(self, now: float) -> None:
-        """Write the sends that may go out now, within the client's own rate."""
+        """Write the leaves, joins and sends that may go out now, within the client's own rate.
+
+        Leaves and joins first: a send waits for its room. A send whose id the
+        server may have forgotten fails as ``uncertain`` instead of going out.
+        """
         if self._welcomed_at is None or self.close_request is not None or self._bucket is None:
             return
-        for pending in self.outbox.due(now, self.rooms.joined):
-            if not self._bucket.take(now):
+        bucket = self._bucket
+        for state in self.rooms.to_leave():
+            if not bucket.take(now):
+                return
+            state.leave_sent = True
+            self._frames.append(
+                _encode({"type": "leave", "room": state.name, "id": f"leave:{state.name}"})
+            )
+        for state in self.rooms.to_join(now):
+            if not bucket.take(now):
+                return
+            state.join_sent = True
+            self._frames.append(_join_frame(state.name, *self.rooms.recovery(state.name)))
+        window = self.config.send_id_window
+        for expired in self.outbox.expired(now, window):
+            detail = (
+                f"no ack, and its id was first sent over {window:.0f} s ago (the server's id"
+                " window): it may or may not have been published; not sent again"
+            )
+            self._settled.append((expired.id, SendFailed("uncertain", detail)))
+        for pending in self.outbox.due(now, self.rooms.ready):
+            if not bucket.take(now):
                 break
-            self.outbox.written(pending)
+            self.outbox.written(pending, now)
             self._frames.append(
                 _encode(
                     {"type": "send", "room": pending.room, "text": pending.text, "id": pending.id}

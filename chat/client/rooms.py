@@ -28,6 +28,14 @@ class RoomState:
     epoch: str | None = None
     #: Joined on the current connection.
     joined: bool = False
+    #: Its ``join`` (or the URL's handshake) awaits the server's answer on this connection.
+    join_sent: bool = False
+    #: Its ``join`` is not written before this time (after a refusal, ``retry_at``).
+    retry_at: float = 0.0
+    #: Joins of it refused with a retried code on this connection.
+    refusals: int = 0
+    #: Its ``leave`` is written (``wanted`` false): awaits ``left``.
+    leave_sent: bool = False
     #: Messages up to this ``seq`` are a replay of the current connection's recovery.
     replay_until: int = -1
     members: dict[str, None] = field(default_factory=dict)
@@ -61,9 +69,58 @@ class Rooms:
         return [state for state in self._rooms.values() if state.wanted]
 
     def joined(self, room: str) -> bool:
-        """Joined on the current connection (sends to it may go out)."""
+        """Joined on the current connection."""
         state = self._rooms.get(room)
         return state is not None and state.wanted and state.joined
+
+    def ready(self, room: str) -> bool:
+        """Joined on the current connection and its replay delivered: sends to it may go out.
+
+        A send lost with its connection may be in the replay (published before
+        the loss): it is settled from there rather than sent again.
+        """
+        state = self._rooms.get(room)
+        return (
+            state is not None
+            and state.wanted
+            and state.joined
+            and (state.seq is None or state.seq >= state.replay_until)
+        )
+
+    def to_join(self, now: float) -> list[RoomState]:
+        """Wanted rooms whose ``join`` may be written now, in the order they were joined."""
+        return [
+            s
+            for s in self._rooms.values()
+            if s.wanted and not s.joined and not s.join_sent and s.retry_at <= now
+        ]
+
+    def next_join(self) -> float | None:
+        """The earliest time a ``join`` waits for (None: none waits)."""
+        times = [
+            s.retry_at
+            for s in self._rooms.values()
+            if s.wanted and not s.joined and not s.join_sent
+        ]
+        return min(times) if times else None
+
+    def to_leave(self) -> list[RoomState]:
+        """Rooms the application left whose ``leave`` is still to be written."""
+        return [s for s in self._rooms.values() if not s.wanted and s.joined and not s.leave_sent]
+
+    def join_refused(self, room: str, now: float, delay: float) -> RoomState | None:
+        """A ``join`` of a wanted ``room`` was refused with a retried code: again in ``delay``."""
+        state = self._rooms.get(room)
+        if state is None or not state.wanted:
+            return None
+        state.join_sent = False
+        state.refusals += 1
+        state.retry_at = now + delay
+        return state
+
+    def forget(self, room: str) -> None:
+        """Drop ``room``'s state (a ``join`` refused for good, a ``leave`` cut off)."""
+        self._rooms.pop(room, None)
 
     def want(self, room: str) -> RoomState:
         """The application asks to be in ``room``; an old state of it is forgotten."""
@@ -87,17 +144,34 @@ class Rooms:
             return None, None
         return state.seq, state.epoch
 
-    def connection_lost(self) -> None:
-        """No room is joined any more; what was delivered is kept for the rejoin."""
+    def connection_lost(self) -> list[str]:
+        """No room is joined any more; what was delivered is kept for the rejoin.
+
+        Returns the rooms the application left whose ``left`` had not come:
+        with the connection, the client is out of them (forgotten here).
+        """
+        gone = [name for name, state in self._rooms.items() if not state.wanted]
+        for name in gone:
+            del self._rooms[name]
         for state in self._rooms.values():
             state.joined = False
+            state.join_sent = False
+            state.leave_sent = False
+            state.refusals = 0
+            state.retry_at = 0.0
             state.replay_until = -1
+        return gone
 
     def on_joined(self, frame: dict[str, Any]) -> list[Event]:
         """The events for a ``joined`` frame of a wanted room (nothing for another room)."""
         room, seq, epoch = frame["room"], int(frame["seq"]), str(frame["epoch"])
         state = self._rooms.get(room)
-        if state is None or not state.wanted:
+        if state is None:
+            return []
+        state.join_sent = False
+        if not state.wanted:
+            # Left while its join was on the way: held now, so its leave goes out.
+            state.joined = True
             return []
         members = tuple(str(m["user"]) for m in frame.get("members", ()))
         state.members = dict.fromkeys(members)
@@ -167,6 +241,7 @@ class Rooms:
         if state is None:
             return False
         state.joined = False
+        state.leave_sent = False
         if state.wanted:
             return False
         del self._rooms[room]

@@ -7,6 +7,12 @@ one message per ``id`` within ``CHAT_SEND_ID_WINDOW`` (``docs/protocol.md``,
 Retrying a send), so a retry never duplicates. The table is bounded: a send
 over :attr:`Outbox.limit` raises :class:`~chat.client.events.OutboxFull` and
 queues nothing.
+
+Past that window the server no longer knows the id: a send first written
+longer ago than the window is not sent again (:meth:`Outbox.expired`; it
+fails as ``uncertain``), and a message of the room that carries a pending
+id settles that send (:meth:`Outbox.delivered`), so a send published before
+a lost connection is settled from the recovery's replay.
 """
 
 from __future__ import annotations
@@ -20,8 +26,19 @@ from chat.client.events import OutboxFull
 
 #: Codes after which a send is retried with its id; any other ``error`` fails it.
 RETRIED_CODES = frozenset({"unavailable", "rate_limited"})
-#: The longest wait before retrying a refused send.
+#: The longest wait before retrying a refused send (or ``join``).
 MAX_RETRY_DELAY = 5.0
+
+
+def retry_delay(refusals: int, random: Callable[[], float]) -> float:
+    """The wait before trying again a frame refused ``refusals`` times (at least once).
+
+    Exponential from a quarter second to :data:`MAX_RETRY_DELAY`, half fixed
+    and half jitter: a retry never comes back at once, and many refused
+    clients do not come back together.
+    """
+    bound = min(MAX_RETRY_DELAY, 0.25 * 2.0 ** min(max(refusals, 1) - 1, 8))
+    return bound * (0.5 + 0.5 * random())
 
 
 class SendState(Enum):
@@ -43,6 +60,8 @@ class PendingSend:
     refusals: int = 0
     #: Times written.
     writes: int = 0
+    #: When it was first written (None: never); the server's id window starts about then.
+    first_written_at: float | None = None
 
 
 class Bucket:
@@ -126,9 +145,37 @@ class Outbox:
         ]
         return min(times) if times else None
 
-    def written(self, pending: PendingSend) -> None:
+    def written(self, pending: PendingSend, now: float) -> None:
         pending.state = SendState.INFLIGHT
         pending.writes += 1
+        if pending.first_written_at is None:
+            pending.first_written_at = now
+
+    def expired(self, now: float, window: float) -> list[PendingSend]:
+        """Remove and return the queued sends first written ``window`` seconds ago or more.
+
+        The server remembers an id for ``window`` seconds: written again now,
+        such a send would be published a second time if the first write was.
+        Whether it was is unknown (its ack was lost): the caller fails it.
+        """
+        old = [
+            p
+            for p in self._pending.values()
+            if p.state is SendState.QUEUED
+            and p.first_written_at is not None
+            and now - p.first_written_at >= window
+        ]
+        for pending in old:
+            del self._pending[pending.id]
+        return old
+
+    def delivered(self, send_id: object, room: str) -> PendingSend | None:
+        """The send a message of ``room`` from this client's user with ``send_id`` settles
+        (removed), or None. Only a send already written can have been published."""
+        pending = self._pending.get(send_id) if isinstance(send_id, str) else None
+        if pending is None or pending.room != room or pending.first_written_at is None:
+            return None
+        return self._pending.pop(pending.id)
 
     def acked(self, send_id: object) -> PendingSend | None:
         """The send this ``ack`` settles (removed), or None if it is not pending."""
@@ -146,10 +193,7 @@ class Outbox:
             return pending, False
         pending.refusals += 1
         self.retries += 1
-        bound = min(MAX_RETRY_DELAY, 0.25 * 2 ** min(pending.refusals - 1, 8))
-        # Half fixed, half jitter: a retry never comes back at once, and many
-        # refused senders do not come back together.
-        pending.ready_at = now + bound * (0.5 + 0.5 * self._random())
+        pending.ready_at = now + retry_delay(pending.refusals, self._random)
         pending.state = SendState.QUEUED
         return pending, True
 

@@ -27,12 +27,24 @@ def expiry(token: str) -> float | None:
     return None
 
 
-def refresh_delay(remaining: float, margin: float) -> float:
+#: The shortest wait before asking the provider again: an expired token is not a hot loop.
+MIN_REFRESH_DELAY = 1.0
+#: The longest wait after tokens that did not extend ``exp``.
+MAX_STALE_DELAY = 60.0
+
+
+def refresh_delay(remaining: float, margin: float, stale: int = 0) -> float:
     """Seconds from now to ask for a new token, for one valid ``remaining`` more seconds.
 
     ``margin`` seconds before ``exp``, but never later than three quarters of
-    the way, so a short-lived token is refreshed with time to spare.
+    the way, so a short-lived token is refreshed with time to spare; never
+    sooner than :data:`MIN_REFRESH_DELAY` (a token already expired included).
+    ``stale`` counts the tokens in a row whose ``exp`` did not advance (a
+    provider that caches): the wait doubles with each, up to
+    :data:`MAX_STALE_DELAY`, even past ``exp``; the server then ends the
+    session (1008) rather than the client asking for ever.
     """
-    if remaining <= 0:
-        return 0.0
-    return max(0.0, remaining - min(margin, remaining / 4))
+    delay = max(MIN_REFRESH_DELAY, remaining - min(margin, max(remaining, 0.0) / 4))
+    if stale > 0:
+        delay = max(delay, min(MAX_STALE_DELAY, MIN_REFRESH_DELAY * 2.0 ** min(stale, 16)))
+    return delay

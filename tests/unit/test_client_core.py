@@ -4,6 +4,7 @@ and tokens, with plain values for time (no event loop, no socket)."""
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -454,3 +455,275 @@ def test_closing_fails_pending_sends_and_asks_the_driver_to_close() -> None:
     core.ended(1.1, 1000)
     assert of(core, StateChanged)[-1].state is ConnectionState.CLOSED
     assert core.finished
+
+
+# -- joins: paced like sends, retried unless refused for good ---------------------
+
+
+class ServerLimiter:
+    """The server's per-session rate limit (chat/ratelimit.py): ``rate`` frames a second,
+    ``burst`` at once, full at the welcome; a pong the server asked for is free."""
+
+    def __init__(self, now: float, rate: float = 20.0, burst: int = 40) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), now
+        self.refused = 0
+
+    def allow(self, frame: dict[str, Any], now: float) -> bool:
+        if frame["type"] == "pong":
+            return True
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.refused += 1
+        return False
+
+
+def test_a_client_in_a_hundred_rooms_joins_them_all_without_one_frame_over_the_servers_rate() -> (
+    None
+):
+    rooms = tuple(f"r{n}" for n in range(100))
+    core = make(rooms=rooms)
+    core.start(0.0)
+    core.attempt(0.0)
+    core.opened(0.0)
+    server = ServerLimiter(0.0)
+    receive(core, 0.0, welcome(), joined())
+    now, answered = 0.0, set()
+    for _ in range(500):  # bounded: each round answers what was written, then waits
+        for frame in sent(core):
+            assert server.allow(frame, now), f"refused at {now:.3f}: {frame}"
+            if frame["type"] == "join":
+                answered.add(frame["room"])
+                receive(core, now, joined(frame["room"], seq=0))
+        deadline = core.deadline()
+        if len(answered) == len(rooms) or deadline is None:
+            break
+        now = max(now, deadline)
+        core.tick(now)
+    assert answered == set(rooms)
+    assert server.refused == 0
+    assert all(core.rooms.joined(room) for room in rooms)
+    assert now == pytest.approx((100 - 20) / 16)  # half the burst at once, then 80% of the rate
+
+
+@pytest.mark.parametrize("code", ["rate_limited", "unavailable"])
+def test_a_join_refused_for_now_is_tried_again_with_since_and_epoch_and_keeps_its_sends(
+    code: str,
+) -> None:
+    core = started(rooms=("games",), random=rolls(1.0, 1.0))  # the backoff, the retry
+    sent(core)
+    receive(core, 1.0, joined("games", seq=7, epoch="g1"))
+    core.ended(2.0, 1011)
+    send_id = core.send("games", "hi", 2.0)
+    now = core.deadline() or 0.0
+    connect(core, now, joined(recovered=True))
+    assert sent(core) == [
+        {"type": "join", "room": "games", "id": "join:games", "since": 7, "epoch": "g1"}
+    ]
+    error = {"type": "error", "code": code, "detail": "later", "id": "join:games"}
+    receive(core, now, error)
+    assert "games" in core.rooms
+    assert settled(core) == []
+    assert of(core, ServerError) == []
+    assert of(core, Left) == []
+    assert core.deadline() == now + 0.25  # jittered between half and all of a quarter second
+    core.tick(now + 0.2)
+    assert sent(core) == []
+    core.tick(now + 0.25)
+    assert sent(core) == [
+        {"type": "join", "room": "games", "id": "join:games", "since": 7, "epoch": "g1"}
+    ]
+    receive(core, now + 0.3, joined("games", seq=7, epoch="g1", recovered=True))
+    assert sent(core) == [{"type": "send", "room": "games", "text": "hi", "id": send_id}]
+
+
+def test_a_join_refused_forbidden_drops_the_room_reports_it_and_fails_its_sends() -> None:
+    core = started(rooms=("games",))
+    sent(core)
+    send_id = core.send("games", "hi", 1.0)
+    detail = "at most 128 rooms at once"
+    receive(core, 1.0, {"type": "error", "code": "forbidden", "detail": detail, "id": "join:games"})
+    assert of(core, ServerError) == [ServerError("forbidden", detail, "join:games")]
+    assert "games" not in core.rooms
+    assert settled(core) == [(send_id, (SendFailed, f"forbidden: {detail}"))]
+    core.tick(10.0)
+    assert sent(core) == []
+
+
+def test_a_leave_cut_off_by_a_lost_connection_ends_with_left() -> None:
+    core = started(rooms=("games",))
+    receive(core, 1.0, joined("games", seq=3))
+    core.events()
+    core.leave("games", 1.0)
+    assert sent(core)[-1] == {"type": "leave", "room": "games", "id": "leave:games"}
+    assert of(core, Left) == []
+    core.ended(2.0, None)  # the left never came
+    assert of(core, Left) == [Left("games")]
+    connect(core, core.deadline() or 0.0, joined(recovered=True))
+    assert [f for f in sent(core) if f.get("room") == "games"] == []
+    assert core.rooms.get("games") is None
+
+
+def test_a_room_left_while_its_join_is_on_the_way_is_left_once_the_server_answers() -> None:
+    core = started()
+    core.join("games", 1.0)
+    assert sent(core) == [{"type": "join", "room": "games", "id": "join:games"}]
+    core.leave("games", 1.1)
+    assert sent(core) == []
+    receive(core, 1.2, joined("games", seq=2))
+    assert sent(core) == [{"type": "leave", "room": "games", "id": "leave:games"}]
+    assert [e for e in core.events() if isinstance(e, Joined | Left)] == []
+    receive(core, 1.3, {"type": "left", "room": "games"})
+    assert of(core, Left) == [Left("games")]
+
+
+# -- the user of an anonymous client ----------------------------------------------
+
+
+def test_an_anonymous_client_is_the_same_user_on_every_connection() -> None:
+    core = ClientCore(ClientConfig(urls=(A,)), random=lambda: 0.5, id_prefix="f00d")
+    core.start(0.0)
+    first = connect(core, 0.0)
+    core.ended(1.0, 1011)
+    second = connect(core, core.deadline() or 0.0, joined(recovered=True))
+    assert first == "ws://a.test/ws/lobby?user=anon-f00d"
+    assert second.startswith("ws://a.test/ws/lobby?user=anon-f00d&since=0")
+    with_token = ClientCore(
+        ClientConfig(urls=(A,)), random=lambda: 0.5, id_prefix="f00d", authenticated=True
+    )
+    with_token.start(0.0)
+    assert connect(with_token, 0.0) == A  # the token says who it is
+
+
+# -- sends and the server's id window ---------------------------------------------
+
+
+def own(seq: int, send_id: str, room: str = "lobby", text: str = "hi") -> dict[str, Any]:
+    return {**message(seq, room, text, send_id), "user": "alice"}
+
+
+def test_a_send_lost_with_its_connection_is_settled_by_the_replay_and_not_sent_again() -> None:
+    core = started()
+    receive(core, 1.0, message(1))
+    send_id = core.send("lobby", "hi", 1.0)
+    assert sent(core)[0]["id"] == send_id
+    core.ended(2.0, None)  # published as seq 3, but the ack was lost
+    now = core.deadline() or 0.0
+    connect(core, now, joined(seq=3, recovered=True), message(2))
+    assert sent(core) == []  # held: the replay may hold it
+    receive(core, now, own(3, send_id))
+    assert core.settled() == [(send_id, Ack(send_id, "lobby", 3))]
+    core.tick(now + 1.0)
+    assert sent(core) == []
+    assert [e.seq for e in of(core, Message)] == [1, 2, 3]  # its own message too
+
+
+def test_a_send_not_in_the_replay_goes_again_once_the_replay_is_delivered() -> None:
+    core = started()
+    send_id = core.send("lobby", "hi", 1.0)
+    sent(core)
+    core.ended(2.0, None)
+    now = core.deadline() or 0.0
+    connect(core, now, joined(seq=2, recovered=True), message(1))
+    assert sent(core) == []
+    receive(core, now, message(2))
+    assert sent(core) == [{"type": "send", "room": "lobby", "text": "hi", "id": send_id}]
+
+
+def test_a_message_of_another_user_with_the_same_id_settles_nothing() -> None:
+    core = started()
+    send_id = core.send("lobby", "hi", 1.0)
+    receive(core, 1.0, message(1, frame_id=send_id))  # bob's, whose ids may look alike
+    assert core.settled() == []
+    receive(core, 1.1, own(2, send_id))
+    assert core.settled() == [(send_id, Ack(send_id, "lobby", 2))]
+    receive(core, 1.2, {"type": "ack", "id": send_id, "room": "lobby", "seq": 2})
+    assert core.settled() == []
+
+
+def test_a_send_first_written_longer_ago_than_the_id_window_fails_as_uncertain() -> None:
+    core = started(send_id_window=60.0)
+    early = core.send("lobby", "early", 1.0)
+    sent(core)
+    core.ended(2.0, None)
+    late = core.send("lobby", "late", 30.0)  # never written: safe to send whenever
+    now = 61.0
+    core.attempt(now)
+    core.opened(now)
+    receive(core, now, welcome(), joined(seq=0, recovered=True))
+    assert [f["id"] for f in sent(core)] == [late]
+    assert settled(core) == [(early, (SendFailed, uncertain(60.0)))]
+
+
+def uncertain(window: float) -> str:
+    return (
+        f"uncertain: no ack, and its id was first sent over {window:.0f} s ago (the server's id"
+        " window): it may or may not have been published; not sent again"
+    )
+
+
+# -- tokens that do not move on, providers that fail -------------------------------
+
+
+def test_an_expired_or_cached_token_is_asked_for_again_later_and_later_not_in_a_loop() -> None:
+    core = make(renewable=True)
+    core.start(0.0)
+    stale = jwt_with_exp(999_990)  # expired ten seconds ago
+    core.token(stale, now=0.0, wall=1_000_000)
+    connect(core, 0.0)
+    now, asks = 0.0, []
+    for _ in range(6):
+        now = core.deadline() or 0.0
+        receive(core, now, {"type": "ping"})  # the server is alive throughout
+        core.tick(now)
+        assert core.token_wanted
+        asks.append(now)
+        core.token(stale, now=now, wall=1_000_000 + now)
+        refreshes = [f for f in sent(core) if f["type"] == "refresh"]
+        assert len(refreshes) == 1
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(asks)]
+    assert asks[0] == 1.0  # never at once
+    assert gaps == [2.0, 4.0, 8.0, 16.0, 32.0]
+
+
+def test_a_token_provider_that_fails_before_a_handshake_is_a_failed_attempt() -> None:
+    core = make(renewable=True, random=rolls(1.0))
+    core.start(0.0)
+    assert core.attempt(0.0) is not None
+    core.token_failed(0.0, "RuntimeError('auth service down')")
+    change = of(core, StateChanged)[-1]
+    assert (change.state, change.reason, change.detail, change.retry_in) == (
+        ConnectionState.RECONNECTING,
+        "token provider failed",
+        "RuntimeError('auth service down')",
+        0.5,
+    )
+    assert core.attempt(0.5) is not None
+
+
+def test_a_token_provider_that_fails_on_a_refresh_is_asked_again_later_on_the_same_connection() -> (
+    None
+):
+    core = make(renewable=True, random=rolls(1.0))
+    core.start(0.0)
+    core.token(jwt_with_exp(1_000_100), now=0.0, wall=1_000_000)
+    connect(core, 0.0)
+    receive(core, 60.0, {"type": "ping"})
+    core.events()
+    core.tick(75.0)
+    assert core.token_wanted
+    core.token_failed(75.0, "TimeoutError()")
+    change = of(core, StateChanged)[-1]
+    assert (change.state, change.previous, change.reason, change.retry_in) == (
+        ConnectionState.CONNECTED,
+        ConnectionState.CONNECTED,
+        "token provider failed",
+        1.0,
+    )
+    assert core.close_request is None
+    assert core.deadline() == 76.0  # the provider is asked again then, not now
+    core.tick(76.0)
+    assert core.token_wanted
