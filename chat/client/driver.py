@@ -5,6 +5,13 @@ It owns every task it starts (one task group, entered by ``async with``) and
 does only I/O: the WebSocket (the ``websockets`` library, asyncio backend),
 the clock, the token provider and handing events to the application. Every
 decision is the core's.
+
+One lock serialises the calls into the core and the frames they write; it is
+never held while waiting for the application. Events go from the core to a
+queue, and one task (the dispatcher) hands them to the callbacks and the
+``async for`` stream, outside the lock: a callback may call ``send``,
+``join``, ``leave`` or ``aclose``, and an application that stops reading
+holds up only the socket's reader (backpressure), never ``aclose``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import inspect
 import random as _random
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -51,6 +59,8 @@ Callback = Callable[[Any], Awaitable[None] | None]
 DEFAULT_BUFFER = 10_000
 #: Seconds for a handshake to complete.
 OPEN_TIMEOUT = 10.0
+#: Seconds :meth:`Client.aclose` waits for the connection's close handshake.
+CLOSE_WAIT = 5.0
 
 
 @dataclass
@@ -72,7 +82,9 @@ class Client:
     ``buffer``; when the application stops reading, the client stops reading
     the socket, and a server that gives up on it (1013) is reconnected to and
     recovered from) and from the callbacks :meth:`on` registers. An
-    application that only uses callbacks passes ``iterate=False``.
+    application that only uses callbacks passes ``iterate=False``. Without
+    ``user`` and token, the client is ``anon-<random>``, the same user on
+    every connection (``ClientCore``).
 
     ``config`` tunes reconnects (:class:`~chat.client.core.ClientConfig`;
     its ``urls``, ``user`` and ``rooms`` are taken from the arguments).
@@ -105,8 +117,20 @@ class Client:
             random=random or _random.random,
             id_prefix=uuid.uuid4().hex[:12],
             renewable_token=token_provider is not None,
+            authenticated=token is not None,
         )
         self._iterate = iterate
+        self._buffer = max(1, buffer)
+        #: Events from the core, for the dispatcher (filled under the lock, never blocking).
+        self._queue: deque[Event] = deque()
+        self._queued = anyio.Event()
+        self._drained = anyio.Event()
+        #: The reader waits for the application (the queue is full).
+        self._stalled = False
+        #: The connection loop ended: the dispatcher ends once the queue is empty.
+        self._run_done = False
+        #: The application left ``async with``: events not handed out yet are dropped.
+        self._leaving = False
         self._events_in: MemoryObjectSendStream[Event]
         self._events_out: MemoryObjectReceiveStream[Event]
         self._events_in, self._events_out = anyio.create_memory_object_stream[Event](buffer)
@@ -148,9 +172,11 @@ class Client:
 
     def statistics(self) -> dict[str, int]:
         """Counters: ``reconnects``, ``pending`` sends, send ``retries``, ``duplicates``
-        dropped, ``unrecoverable`` rooms, ``gaps`` seen."""
+        dropped, ``unrecoverable`` rooms, ``gaps`` seen, events ``waiting`` for the
+        application (queued and buffered)."""
         rooms = self._core.rooms.statistics
         return {
+            "waiting": len(self._queue) + self._events_out.statistics().current_buffer_used,
             "reconnects": self._core.reconnects,
             "pending": len(self._core.outbox),
             "retries": self._core.outbox.retries,
@@ -162,9 +188,12 @@ class Client:
     def on(self, kind: type[E], callback: Callable[[E], Awaitable[None] | None]) -> None:
         """Call ``callback(event)`` for every event of type ``kind`` (``Event`` for all).
 
-        Callbacks run in the client's reader, in order: a slow one holds up
-        the stream. An exception in one ends the client and is raised by
-        ``async with``.
+        Callbacks run in order in one task of the client, before the event
+        reaches ``async for``; a slow one holds up the events after it (and,
+        once ``buffer`` wait, the socket's reader). A callback may call
+        :meth:`send` (awaiting its ack), :meth:`join`, :meth:`leave` and
+        :meth:`aclose`. An exception in one ends the client and is raised,
+        as it is (not in an exception group), by ``async with``.
         """
         self._callbacks.append((kind, callback))
 
@@ -175,6 +204,7 @@ class Client:
         self._group = group
         self._core.start(self._clock.now())
         group.start_soon(self._run)
+        group.start_soon(self._dispatch)
         return self
 
     async def __aexit__(
@@ -184,15 +214,25 @@ class Client:
         traceback: TracebackType | None,
     ) -> None:
         assert self._stack is not None
+        # The application reads no more: a dispatcher blocked on a full stream is
+        # released (BrokenResourceError) and what is still queued is dropped.
+        self._leaving = True
+        self._events_out.close()
+        self._drained.set()
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
+        # Whatever did not end within aclose's bound (a handshake under way) is cut.
+        self._group.cancel_scope.cancel()
         try:
-            with anyio.CancelScope(shield=True):
-                await self.aclose()
-            # Whatever did not end within aclose's bound (a handshake under way) is cut.
-            self._group.cancel_scope.cancel()
             # The body's own exception is re-raised as it is, not wrapped in a group.
             await self._stack.__aexit__(None, None, None)
-        finally:
-            self._events_out.close()
+        except BaseExceptionGroup as group:
+            # A callback's exception (the one way a task of the client fails) is
+            # raised as it is, as documented, not wrapped in anyio's groups.
+            errors = _leaves(group)
+            if len(errors) == 1:
+                raise errors[0] from None
+            raise
 
     async def aclose(self) -> None:
         """Close the connection (1000) and stop reconnecting; idempotent.
@@ -204,7 +244,8 @@ class Client:
             self._core.close(self._clock.now())
             await self._output()
         self._wake.set()
-        with anyio.move_on_after(5):
+        # Bounded: the connection loop never waits for the application.
+        with anyio.move_on_after(CLOSE_WAIT):
             await self._finished.wait()
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -286,13 +327,18 @@ class Client:
                     waiter.result = ClientClosed(self._last_reason)
                     waiter.done.set()
                 self._waiters.clear()
-                self._events_in.close()
+                self._run_done = True
+                self._queued.set()
                 self._finished.set()
                 self._changed.set()
 
     async def _connect(self, url: str) -> None:
         headers: dict[str, str] = {}
-        token = await self._fetch_token() if self._provider is not None else self._token
+        token = self._token
+        if self._provider is not None:
+            token = await self._fetch_token()
+            if token is None:
+                return  # a failed attempt: the core backs off
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         try:
@@ -331,12 +377,21 @@ class Client:
             self._core.ended(self._clock.now(), _close_code(ws))
             await self._output()
 
-    async def _fetch_token(self) -> str:
+    async def _fetch_token(self) -> str | None:
+        """A token from the provider, given to the core; None when the provider failed
+        (the core then backs off, or asks again later while connected)."""
         assert self._provider is not None
-        token = self._provider()
-        if inspect.isawaitable(token):
-            token = await token
-        assert isinstance(token, str)
+        try:
+            token = self._provider()
+            if inspect.isawaitable(token):
+                token = await token
+            if not isinstance(token, str):
+                raise TypeError(f"the token provider returned {type(token).__name__}, not str")
+        except Exception as error:  # the application's code: any failure is one attempt's
+            async with self._lock:
+                self._core.token_failed(self._clock.now(), f"{type(error).__name__}: {error}")
+                await self._output()
+            return None
         async with self._lock:
             self._core.token(token, self._clock.now(), self._clock.time())
             await self._output()
@@ -348,6 +403,10 @@ class Client:
             while self._core.close_request is None:
                 await self._nap(self._core.deadline())
                 async with self._lock:
+                    if self._stalled:
+                        # Frames wait unread because the application does: not the
+                        # server's silence.
+                        self._core.alive(self._clock.now())
                     self._core.tick(self._clock.now())
                     await self._output()
                 if self._core.token_wanted and self._provider is not None:
@@ -372,11 +431,51 @@ class Client:
                 async with self._lock:
                     self._core.received(raw, self._clock.now())
                     await self._output()
-                    self._core.alive(self._clock.now())
                 self._wake.set()
+                if len(self._queue) >= self._buffer:
+                    await self._wait_for_the_application()
         except ConnectionClosed:
             pass
         group.cancel_scope.cancel()
+
+    async def _wait_for_the_application(self) -> None:
+        """Backpressure: read no more frames until the dispatcher has room (lock not held)."""
+        self._stalled = True
+        try:
+            while len(self._queue) >= self._buffer and not self._leaving:
+                self._drained = anyio.Event()
+                await self._drained.wait()
+        finally:
+            self._stalled = False
+        async with self._lock:
+            self._core.alive(self._clock.now())
+
+    async def _dispatch(self) -> None:
+        """Hand the queued events to the callbacks, then to ``async for``, in order."""
+        try:
+            while True:
+                if not self._queue:
+                    if self._run_done:
+                        return
+                    self._queued = anyio.Event()
+                    await self._queued.wait()
+                    continue
+                event = self._queue.popleft()
+                if len(self._queue) < self._buffer:
+                    self._drained.set()
+                if self._leaving:
+                    continue
+                for kind, callback in self._callbacks:
+                    if isinstance(event, kind):
+                        outcome = callback(event)
+                        if inspect.isawaitable(outcome):
+                            await outcome
+                if self._iterate:
+                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        await self._events_in.send(event)
+        finally:
+            self._events_in.close()
+            self._drained.set()
 
     async def _nap(self, deadline: float | None) -> None:
         """Sleep until ``deadline`` (None: until woken), or until an application call wakes it."""
@@ -404,7 +503,11 @@ class Client:
             self._wake = anyio.Event()
 
     async def _output(self) -> None:
-        """Carry out the core's outputs, in order (called with the lock held)."""
+        """Carry out the core's outputs, in order (called with the lock held).
+
+        Frames are written here; events are only queued for the dispatcher:
+        nothing here waits for the application.
+        """
         frames = self._core.data_to_send()
         ws = self._ws
         if frames and ws is not None:
@@ -418,19 +521,26 @@ class Client:
             if waiter is not None:
                 waiter.result = result
                 waiter.done.set()
-        for event in self._core.events():
+        events = self._core.events()
+        for event in events:
             if isinstance(event, StateChanged):
                 self._last_reason = event.reason
                 self._changed.set()
                 self._changed = anyio.Event()
-            for kind, callback in self._callbacks:
-                if isinstance(event, kind):
-                    outcome = callback(event)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-            if self._iterate:
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    await self._events_in.send(event)
+        if events:
+            self._queue.extend(events)
+            self._queued.set()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of ``group`` and its nested groups, cancellations left out."""
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(_leaves(error))
+        elif not isinstance(error, anyio.get_cancelled_exc_class()):
+            found.append(error)
+    return found
 
 
 def _close_code(ws: ClientConnection) -> int | None:

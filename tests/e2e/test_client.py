@@ -16,8 +16,10 @@ from chat.client import (
     ClientClosed,
     ConnectionState,
     Event,
+    Joined,
     Message,
     RoomUnrecoverable,
+    ServerError,
     StateChanged,
 )
 from tests.e2e.conftest import StartServer, keep_secret
@@ -226,3 +228,116 @@ async def test_a_token_expired_close_1008_is_not_reconnected(start: StartServer)
     admin = {"Authorization": f"Bearer {token('ops', ttl=60, admin=True)}"}
     status = server.get("/status", headers=admin).json()
     assert status["totals"]["accepted"] == 1
+
+
+# -- the driver: callbacks, a full buffer, a failing provider, many rooms ----------
+
+
+@pytest.fixture(scope="module")
+def plain(start_shared: StartServer) -> Server:
+    """One memory-broker server for the module's tests that restart nothing."""
+    return start_shared()
+
+
+async def test_a_callback_may_answer_each_message_with_a_send(plain: Server) -> None:
+    url = plain.ws("/ws/bots")
+    answered: list[int] = []
+
+    async with Client(url, user="bot", iterate=False) as bot:
+
+        async def answer(message: Message) -> None:
+            if message.user != "bot":
+                ack = await bot.send(message.room, f"re: {message.text}")
+                answered.append(ack.seq)
+
+        bot.on(Message, answer)
+        async with Client(url, user="ann") as ann, anyio.create_task_group() as group:
+            recorder = Recorder(ann)
+            group.start_soon(recorder.run)
+            await bot.wait_connected()
+            for n in range(5):
+                await ann.send("bots", f"q{n}")
+            expected = [f"re: q{n}" for n in range(5)]
+            assert await eventually(
+                lambda: [t for t in recorder.texts() if t.startswith("re:")] == expected
+            ), recorder.texts()
+            group.cancel_scope.cancel()
+    assert len(answered) == 5
+
+
+async def test_leaving_async_with_is_prompt_when_the_event_buffer_is_full_and_unread(
+    plain: Server,
+) -> None:
+    url = plain.ws("/ws/unread")
+    async with Client(url, user="sender") as sender:
+        await sender.wait_connected()
+        with anyio.fail_after(15):
+            async with Client(url, user="idle", buffer=5) as idle:
+                await idle.wait_connected()
+                for n in range(20):
+                    await sender.send("unread", f"m{n}")
+                # Five in the stream, five more queued: the reader waits for the application.
+                assert await eventually(lambda: idle.statistics()["waiting"] >= 10)
+                left_at = anyio.current_time()
+            took = anyio.current_time() - left_at
+    assert took < 3.0
+    assert idle.state is ConnectionState.CLOSED
+
+
+async def test_a_callbacks_exception_is_raised_as_it_is_by_async_with(plain: Server) -> None:
+
+    def boom(message: Message) -> None:
+        raise LookupError(f"cannot handle {message.text}")
+
+    with anyio.fail_after(15), pytest.raises(LookupError, match="cannot handle x"):
+        async with Client(plain.ws("/ws/boom"), user="ann") as client:
+            client.on(Message, boom)
+            await client.send("boom", "x")
+            await anyio.sleep_forever()  # cancelled when the callback fails
+
+
+async def test_a_token_provider_that_fails_once_costs_one_attempt_not_the_client(
+    start: StartServer,
+) -> None:
+    server = start({"CHAT_JWT_SECRET": SECRET})
+    calls = 0
+
+    async def provider() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("auth service unreachable")
+        return token("alice", ttl=600)
+
+    async with Client(server.ws("/ws/lobby"), token_provider=provider) as client:
+        recorder = Recorder(client)
+        async with anyio.create_task_group() as group:
+            group.start_soon(recorder.run)
+            with anyio.fail_after(10):
+                await client.wait_connected()
+            ack = await client.send("lobby", "made it")
+            group.cancel_scope.cancel()
+    failed = [s for s in recorder.states() if s.reason == "token provider failed"]
+    assert [(s.state, s.detail) for s in failed] == [
+        (ConnectionState.RECONNECTING, "ConnectionError: auth service unreachable")
+    ]
+    assert (calls, ack.seq) == (2, 1)
+
+
+async def test_a_client_in_sixty_rooms_joins_them_all_within_the_servers_rate(
+    plain: Server,
+) -> None:
+    rooms = [f"r{n}" for n in range(60)]
+    async with Client(plain.ws("/ws/lobby"), user="busy", rooms=rooms) as client:
+        recorder = Recorder(client)
+        async with anyio.create_task_group() as group:
+            group.start_soon(recorder.run)
+
+            def joined() -> set[str]:
+                return {e.room for e in recorder.events if isinstance(e, Joined)}
+
+            assert await eventually(lambda: joined() >= {"lobby", *rooms}, timeout=20)
+            group.cancel_scope.cancel()
+        assert client.state is ConnectionState.CONNECTED
+    assert [e for e in recorder.events if isinstance(e, ServerError)] == []
+    assert client.rooms == ["lobby", *rooms]
