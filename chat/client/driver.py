@@ -364,15 +364,21 @@ class Client:
                 self._core.refused(self._clock.now(), None, str(failure) or type(failure).__name__)
                 await self._output()
             return
-        async with ws:
-            self._ws = ws
-            try:
-                async with self._lock:
-                    self._core.opened(self._clock.now())
-                if not self._core.finished:
-                    await self._serve(ws)
-            finally:
-                self._ws = None
+        try:
+            async with ws:
+                self._ws = ws
+                try:
+                    async with self._lock:
+                        self._core.opened(self._clock.now())
+                    if not self._core.finished:
+                        await self._serve(ws)
+                finally:
+                    self._ws = None
+        finally:
+            # Cancelled (the client's tasks were cut), the close handshake above did
+            # not finish: the socket is closed all the same, not left to the GC.
+            if not ws.transport.is_closing():
+                ws.transport.abort()
         async with self._lock:
             self._core.ended(self._clock.now(), _close_code(ws))
             await self._output()
