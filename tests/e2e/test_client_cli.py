@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
 
 import orjson
 
@@ -12,6 +13,17 @@ from tests.e2e.conftest import StartServer
 from tests.e2e.harness import REPO
 
 CLIENT = [sys.executable, "-m", "chat", "client"]
+
+
+def read_json_line(stream: IO[str], timeout: float = 10.0) -> Any:
+    """The next line of ``stream`` as JSON; fails the test after ``timeout`` seconds."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        line = pool.submit(stream.readline).result(timeout=timeout)
+    finally:
+        pool.shutdown(wait=False)  # a line that never came: the caller kills the process
+    assert line, "the process ended its output"
+    return orjson.loads(line)
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -32,11 +44,12 @@ def test_a_listener_prints_json_lines_of_what_a_sender_sends(start: StartServer)
     )
     try:
         assert listener.stdout is not None
-        first = orjson.loads(listener.stdout.readline())  # it is connecting: send after it
+        first = read_json_line(listener.stdout)
         assert (first["type"], first["state"]) == ("state_changed", "connecting")
-        deadline = time.monotonic() + 10
-        while server.json("/status")["sessions"]["active"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # It is connected (welcomed, in the room) once it says so: send after that.
+        connected = read_json_line(listener.stdout)
+        assert (connected["type"], connected["state"]) == ("state_changed", "connected")
+        assert server.json("/status")["sessions"]["active"] == 1
         sent = run(url, "--user", "ann", "--send", "hi", "--send", "there", "--json")
         assert sent.returncode == 0, sent.stderr
         acks = [orjson.loads(line) for line in sent.stdout.splitlines()]
