@@ -10,6 +10,7 @@ stderr and exit status 2: never a traceback, never a secret.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -305,12 +306,18 @@ docs/client.md; needs the websockets library: pip install 'chat[client]').
 Interactive by default: type lines to send them to the current room;
 /join ROOM, /leave ROOM, /who [ROOM], /quit. Exit status 0, 1 when the
 client closed for good (the reason on stderr), 2 for bad usage.
+
+A JWT comes from --token-file PATH or the CHAT_CLIENT_TOKEN environment
+variable; --token puts it on the command line, where other local users
+can read it (ps, /proc). Without a token or --user, the client is
+anon-<random>, the same user across its reconnects.
 """
 
 CLIENT_EPILOG = """\
 examples:
   python -m chat client ws://127.0.0.1:8000/ws/lobby --user alice
-  python -m chat client ws://a:8000/ws/lobby ws://b:8000/ws/lobby --token "$TOKEN"
+  python -m chat client ws://a:8000/ws/lobby ws://b:8000/ws/lobby --token-file ~/.chat-token
+  CHAT_CLIENT_TOKEN="$TOKEN" python -m chat client ws://127.0.0.1:8000/ws/lobby
   python -m chat client ws://127.0.0.1:8000/ws/lobby --user bot --send 'hello' --send 'bye'
   python -m chat client ws://127.0.0.1:8000/ws/lobby --listen --json --count 10
 """
@@ -329,7 +336,13 @@ def _add_client(commands: Any) -> None:
     )
     who = client.add_mutually_exclusive_group()
     who.add_argument("--user", type=_user, help="the user to be (servers without JWT auth)")
-    who.add_argument("--token", help="a JWT (servers with JWT auth)")
+    who.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="read the JWT (servers with JWT auth) from PATH; or set CHAT_CLIENT_TOKEN",
+    )
+    who.add_argument("--token", help="a JWT on the command line: visible to other local users (ps)")
     client.add_argument("--room", action="append", help="another room to join (repeatable)")
     mode = client.add_mutually_exclusive_group()
     mode.add_argument(
@@ -342,7 +355,39 @@ def _add_client(commands: Any) -> None:
     )
 
 
+#: The environment variable ``python -m chat client`` reads a JWT from.
+CLIENT_TOKEN_VARIABLE = "CHAT_CLIENT_TOKEN"
+
+
+def client_token(args: argparse.Namespace, environ: dict[str, str]) -> str | None:
+    """The JWT for ``python -m chat client``: ``--token``, ``--token-file`` (its content,
+    blank space around it dropped), or ``CHAT_CLIENT_TOKEN`` when neither nor ``--user``
+    is given. Raises :class:`Refused` for a file that cannot be read or holds no token."""
+    if args.token is not None:
+        return str(args.token)
+    if args.token_file is not None:
+        path: Path = args.token_file
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise Refused(f"cannot read the token file {str(path)!r}: {reason}") from None
+        except UnicodeDecodeError:
+            raise Refused(f"the token file {str(path)!r} is not UTF-8 text") from None
+        if not token:
+            raise Refused(f"the token file {str(path)!r} is empty")
+        return token
+    if args.user is None:
+        return environ.get(CLIENT_TOKEN_VARIABLE, "").strip() or None
+    return None
+
+
 def _run_client(args: argparse.Namespace) -> int:
+    try:
+        args.token = client_token(args, dict(os.environ))
+    except Refused as error:
+        print(f"chat client: {error}", file=sys.stderr)
+        return EXIT_REFUSED
     try:
         from chat.client.cli import run  # late: the server's tools need no websockets
     except ImportError as error:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, Any
 
+import jwt
 import orjson
 
-from tests.e2e.conftest import StartServer
+from tests.e2e.conftest import StartServer, keep_secret
 from tests.e2e.harness import REPO
 
 CLIENT = [sys.executable, "-m", "chat", "client"]
@@ -26,9 +30,17 @@ def read_json_line(stream: IO[str], timeout: float = 10.0) -> Any:
     return orjson.loads(line)
 
 
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLIENT, *args], cwd=REPO, input=stdin, capture_output=True, text=True, timeout=60
+        [*CLIENT, *args],
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -92,3 +104,35 @@ def test_a_bad_url_exits_2_without_a_traceback() -> None:
     assert bad.returncode == 2
     assert "is not a ws:// or wss:// URL of /ws/{room}" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_token_comes_from_a_file_or_the_environment_instead_of_the_command_line(
+    start: StartServer, tmp_path: Path
+) -> None:
+    secret = keep_secret("cli-token-file-secret-0123456789abcdefghijklmn")
+    server = start({"CHAT_JWT_SECRET": secret})
+    url = server.ws("/ws/lobby")
+    minted = keep_secret(
+        jwt.encode({"sub": "filed", "exp": int(time.time()) + 600}, secret, "HS256")
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{minted}\n")
+    by_file = run(url, "--token-file", str(token_file), "--send", "from a file", "--json")
+    assert by_file.returncode == 0, by_file.stderr
+    environ = {**os.environ, "CHAT_CLIENT_TOKEN": minted}
+    by_env = run(url, "--send", "from the environment", "--json", env=environ)
+    assert by_env.returncode == 0, by_env.stderr
+    # Both accepted by a server that refuses a handshake without a token (401).
+    assert [orjson.loads(r.stdout)["seq"] for r in (by_file, by_env)] == [1, 2]
+    missing = run(url, "--token-file", str(tmp_path / "none"), "--send", "x")
+    assert missing.returncode == 2
+    none = str(tmp_path / "none")
+    assert missing.stderr == (
+        f"chat client: cannot read the token file {none!r}: No such file or directory\n"
+    )
+    (tmp_path / "blank").write_text("\n")
+    blank = run(url, "--token-file", str(tmp_path / "blank"), "--send", "x")
+    assert (blank.returncode, blank.stderr) == (
+        2,
+        f"chat client: the token file {str(tmp_path / 'blank')!r} is empty\n",
+    )
