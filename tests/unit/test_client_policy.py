@@ -85,4 +85,9 @@ def test_a_tokens_exp_is_read_without_verifying_it() -> None:
 def test_a_token_is_refreshed_a_margin_before_exp_or_three_quarters_into_a_short_life() -> None:
     assert refresh_delay(3600, margin=30) == 3570
     assert refresh_delay(8, margin=30) == 6
-    assert refresh_delay(-1, margin=30) == 0
+    # Never at once, even for a token already expired: no refresh loop.
+    assert refresh_delay(-1, margin=30) == 1.0
+    assert refresh_delay(0.5, margin=30) == 1.0
+    # Tokens that did not extend exp: the wait doubles, up to a minute.
+    assert [refresh_delay(-1, margin=30, stale=n) for n in (1, 2, 3, 9)] == [2.0, 4.0, 8.0, 60.0]
+    assert refresh_delay(3600, margin=30, stale=3) == 3570
