@@ -264,7 +264,10 @@ class Client:
 
         Retried after ``error`` ``unavailable`` or ``rate_limited`` and after a
         lost connection, never duplicated (the server dedupes ids within
-        ``CHAT_SEND_ID_WINDOW``). Raises :class:`~chat.client.events.OutboxFull`
+        ``CHAT_SEND_ID_WINDOW``; a send settled by its own message in a replay
+        is not sent again; one first written longer ago than
+        ``ClientConfig.send_id_window`` fails with ``SendFailed("uncertain")``
+        rather than being written again). Raises :class:`~chat.client.events.OutboxFull`
         at once when too many sends are pending,
         :class:`~chat.client.events.SendFailed` when the server refuses it
         for good, :class:`~chat.client.events.ClientClosed` when the client
