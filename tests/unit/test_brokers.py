@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from redis.asyncio.client import PubSub
 
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
@@ -778,3 +779,35 @@ async def test_a_publish_whose_reply_is_lost_is_uncertain_and_never_run_twice(
     ] * burst
     # Redis ran the burst once: a retry would have published it again.
     assert fresh_redis.command("HGET", "chat:room:room:meta", "seq") == str(1 + burst)
+
+
+async def test_messages_read_together_are_handed_over_together_in_order(
+    fresh_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst's messages arrive in one read: the feed hands them all over after one
+    ``get_message`` (the rest drained from what hiredis holds), in order, once each."""
+    reads = 0
+    get_message = PubSub.get_message
+
+    async def counted(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        message = await get_message(self, *args, **kwargs)
+        if message is not None and message["type"] == "message":
+            reads += 1
+        return message
+
+    monkeypatch.setattr(PubSub, "get_message", counted)
+    async with running(redis_node(fresh_redis, "a")) as r:
+        await r.broker.subscribe("a")
+        await r.broker.subscribe("b")
+        drafts = [Draft("ab"[n % 2], "u", str(n), None, 0.0) for n in range(60)]
+        reads = 0
+        await r.broker.publish_many(drafts)
+        await r.delivered_so_far()
+        assert [p.text for p in r.messages("a")] == [str(n) for n in range(0, 60, 2)]
+        assert [p.seq for p in r.messages("b")] == list(range(1, 31))
+        assert reads < 30  # drained, not read one by one (the sentinel's read included)
+        await r.broker.subscribe("c")  # a confirmation still reaches the subscriber
+        await r.publish("c", "after")
+        await r.delivered_so_far()
+        assert [p.text for p in r.messages("c")] == ["after"]

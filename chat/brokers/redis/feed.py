@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.client import PubSub
 
 from chat.brokers.base import BrokerUnavailable, Deliver
@@ -45,6 +46,8 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 #: Rooms whose gaps are filled at once after a reconnect.
 FILL_CONCURRENCY = 16
+#: Messages already read handed over in one go, at most, before the loop has a turn.
+DRAIN_MAX = 1000
 
 
 # Looked up once: placing runs for every message of every room.
@@ -152,7 +155,36 @@ class Feed:
             message = await pubsub.get_message(timeout=COMMAND_TIMEOUT)
             if message is not None:
                 self._on_message(message)
+                await self._drain(pubsub)
         raise ConnectionError("reconnect requested")
+
+    async def _drain(self, pubsub: PubSub) -> None:
+        """Hand over every message already read from the socket, without a wait.
+
+        :meth:`PubSub.get_message` would return the same replies one call at a
+        time, each wrapped in a retry, a timeout, a debug string and a dict: a
+        sixth of a receiving node's CPU. A room's message is handed over as it
+        comes; anything else (a subscription's confirmation) goes through
+        redis-py's :meth:`PubSub.handle_message`, which keeps its own books.
+        Without hiredis (its reader is what holds the parsed replies) there is
+        nothing to drain here and ``get_message`` reads them all.
+        """
+        parser = getattr(pubsub.connection, "_parser", None)
+        reader: Any = getattr(parser, "_reader", None)
+        if not isinstance(parser, _AsyncHiredisParser) or reader is None:
+            return
+        for _ in range(DRAIN_MAX):
+            response = reader.gets()
+            if response is NOT_ENOUGH_DATA:
+                return
+            if isinstance(response, Exception):
+                raise response  # as redis-py's read would: the subscription is rebuilt
+            if isinstance(response, list) and len(response) == 3 and response[0] == "message":
+                self._on_publish(response[1], response[2])
+                continue
+            message = await pubsub.handle_message(response)  # type: ignore[no-untyped-call]
+            if message is not None:
+                self._on_message(message)
 
     async def close(self) -> None:
         """Close the subscription's connection as it can (a dead one included)."""
@@ -216,16 +248,19 @@ class Feed:
             if confirmed is not None:
                 confirmed.set()
             return
-        if kind != "message":
-            return
+        if kind == "message":
+            self._on_publish(channel, message["data"])
+
+    def _on_publish(self, channel: str, data: str | bytes) -> None:
+        """A message on ``channel``: a room's, or this node's canary."""
         if channel == self._canary:
             now = self._clock.now()
             self._canary_seen = now
             self._canary_heard = True
             with suppress(ValueError):
-                self.canary_lag_ms = round((now - float(message["data"])) * 1000, 1)
+                self.canary_lag_ms = round((now - float(data)) * 1000, 1)
             return
-        item = parse_message(message["data"])
+        item = parse_message(data)
         if item is None:
             log.warning("ignoring a malformed message on %s", channel)
             return
