@@ -14,6 +14,7 @@ from redis.asyncio.client import PubSub
 
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
+from chat.brokers.redis.link import Link
 from chat.clock import Clock, MonotonicClock
 from chat.envelope import DisconnectCommand, HistoryPage, PresenceChange, Publication, RunStarted
 from chat.settings import Settings
@@ -811,3 +812,81 @@ async def test_messages_read_together_are_handed_over_together_in_order(
         await r.publish("c", "after")
         await r.delivered_so_far()
         assert [p.text for p in r.messages("c")] == ["after"]
+
+
+async def test_publishes_of_one_turn_share_one_round_trip_each_in_its_order(
+    fresh_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions that publish in the same turn of the event loop go to Redis in one
+    pipeline; each gets its own drafts' outcomes, in its order."""
+    trips: list[int] = []
+    pipelined = Link.pipelined
+
+    async def counted(self: Link, name: str, calls: Any) -> Any:
+        trips.append(len(calls))
+        return await pipelined(self, name, calls)
+
+    monkeypatch.setattr(Link, "pipelined", counted)
+    async with running(redis_node(fresh_redis, "a")) as r:
+        found: dict[str, list[Publication | BrokerUnavailable]] = {}
+
+        async def burst(who: str, rooms: str) -> None:
+            drafts = [Draft(room, who, f"{who}{n}", None, 0.0) for n, room in enumerate(rooms)]
+            found[who] = await r.broker.publish_many(drafts)
+
+        async def one(who: str) -> None:
+            found[who] = [await r.broker.publish(Draft("a", who, who, None, 0.0))]
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(burst, "x", "aab")
+            group.start_soon(one, "y")
+            group.start_soon(burst, "z", "ba")
+        assert trips == [6]
+        texts = {
+            who: [(p.room, p.text) for p in outcomes if isinstance(p, Publication)]
+            for who, outcomes in found.items()
+        }
+        assert texts == {
+            "x": [("a", "x0"), ("a", "x1"), ("b", "x2")],
+            "y": [("a", "y")],
+            "z": [("b", "z0"), ("a", "z1")],
+        }
+        seqs = [p.seq for who in "xyz" for p in found[who] if isinstance(p, Publication)]
+        assert seqs == [1, 2, 1, 3, 2, 4]  # Redis ran them in the callers' order
+
+
+async def test_a_caller_cancelled_while_it_leads_a_round_trip_does_not_fail_the_others(
+    fresh_redis: RedisServer,
+) -> None:
+    async with running(redis_node(fresh_redis, "a")) as r:
+        found: list[Publication | BrokerUnavailable] = []
+
+        async def other() -> None:
+            found.extend(await r.broker.publish_many([Draft("a", "u", "kept", None, 0.0)]))
+
+        with anyio.fail_after(3):  # the others would wait forever for the cancelled one
+            async with anyio.create_task_group() as group:
+                with anyio.CancelScope() as leader:
+                    group.start_soon(other)
+                    leader.cancel()
+                    await r.broker.publish_many([Draft("a", "u", "first", None, 0.0)])
+        assert [(p.seq, p.text) for p in found if isinstance(p, Publication)] == [(2, "kept")]
+        assert (await r.broker.recover("a", 0)).publications[0].text == "first"
+
+
+async def test_publishes_of_one_turn_during_an_outage_are_all_refused_in_time(
+    own_redis: RedisServer,
+) -> None:
+    async with running(redis_node(own_redis, "a")) as r:
+        own_redis.kill()
+        found: list[Publication | BrokerUnavailable] = []
+
+        async def burst(n: int) -> None:
+            found.extend(await r.broker.publish_many([Draft("a", "u", str(n), None, 0.0)] * n))
+
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as group:
+                for n in (1, 2, 3):
+                    group.start_soon(burst, n)
+        assert len(found) == 6
+        assert all(isinstance(p, BrokerUnavailable) for p in found)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import orjson
 
 from chat.brokers.base import BrokerUnavailable
@@ -22,6 +24,19 @@ from chat.idempotency import IDS_PER_USER, text_digest
 
 #: How long a room's ``seq`` and history live without a publish, at least.
 MIN_ROOM_TTL = 60.0
+#: Drafts in one round trip at most: a caller that fills a batch closes it.
+MAX_BATCH = 256
+
+
+class _Batch:
+    """The drafts of one round trip to Redis, and once it is back, their outcomes."""
+
+    __slots__ = ("answers", "done", "drafts")
+
+    def __init__(self) -> None:
+        self.drafts: list[Draft] = []
+        self.answers: list[Publication | BrokerUnavailable] = []
+        self.done = anyio.Event()
 
 
 class Streams:
@@ -37,29 +52,66 @@ class Streams:
         self._send_id_window_ms = int(send_id_window * 1000)
         #: The Redis server's run, part of every epoch (set on each subscription).
         self.run = ""
+        #: The round trip that callers of this turn of the event loop join, if any.
+        self._batch: _Batch | None = None
 
     async def publish(self, draft: Draft) -> Publication:
         """Publish ``draft`` (a retry of a sent id comes back ``duplicate``)."""
-        found = await self._link.call(
-            self._link.scripts["publish"](*self._publish_call(draft)), uncertain=True
-        )
-        return _published(draft, found)
+        found = (await self.publish_many([draft]))[0]
+        if isinstance(found, BrokerUnavailable):
+            raise found
+        return found
 
     async def publish_many(self, drafts: Sequence[Draft]) -> list[Publication | BrokerUnavailable]:
         """Publish ``drafts`` in order in one round trip (a pipeline on one connection,
         so Redis runs the scripts in this order): what :meth:`publish` of each in
         turn gives, or the :class:`BrokerUnavailable` that refused it.
 
-        A pipeline that gets no answer fails every draft as uncertain: each may
-        still be published, once, like a single :meth:`publish` that timed out.
+        The drafts of every caller in the same turn of the event loop (the bursts
+        of several sessions) share that round trip: each caller's drafts stay
+        together and in its order. A pipeline that gets no answer fails every
+        draft as uncertain: each may still be published, once, like a single
+        :meth:`publish` that timed out.
         """
-        if len(drafts) == 1:
-            try:
-                return [await self.publish(drafts[0])]
-            except BrokerUnavailable as error:
-                return [error]
-        calls = [self._publish_call(draft) for draft in drafts]
+        if not drafts:
+            return []
+        batch = self._batch
+        leads = batch is None
+        if batch is None:
+            batch = self._batch = _Batch()
+        first = len(batch.drafts)
+        batch.drafts.extend(drafts)
+        if len(batch.drafts) >= MAX_BATCH:
+            self._batch = None  # full: the next caller starts another
+        if leads:
+            # Shielded: the other callers wait for this one's round trip, which
+            # its own cancellation (its session closing) must not cut short.
+            # Bounded all the same: the call gives up within the command timeout.
+            with anyio.CancelScope(shield=True):
+                await anyio.lowlevel.checkpoint()  # the other sessions of this turn join
+                if self._batch is batch:
+                    self._batch = None
+                try:
+                    batch.answers = await self._publish_batch(batch.drafts)
+                except BaseException:  # a bug: the others must not wait forever
+                    failed = BrokerUnavailable("publish failed", uncertain=True)
+                    batch.answers = [failed] * len(batch.drafts)
+                    raise
+                finally:
+                    batch.done.set()
+        else:
+            await batch.done.wait()
+        return batch.answers[first : first + len(drafts)]
+
+    async def _publish_batch(self, drafts: list[Draft]) -> list[Publication | BrokerUnavailable]:
+        """Publish ``drafts`` in order: one script call, or a pipeline of them."""
         try:
+            if len(drafts) == 1:
+                found = await self._link.call(
+                    self._link.scripts["publish"](*self._publish_call(drafts[0])), uncertain=True
+                )
+                return [_published(drafts[0], found)]
+            calls = [self._publish_call(draft) for draft in drafts]
             answers = await self._link.call(self._link.pipelined("publish", calls), uncertain=True)
         except BrokerUnavailable as error:
             return [error] * len(drafts)
