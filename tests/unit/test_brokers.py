@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from chat.brokers import Broker, BrokerUnavailable, Draft, open_broker
 from chat.brokers.redis import RedisBroker
-from chat.brokers.redis.link import Link
 from chat.clock import Clock, MonotonicClock
 from chat.envelope import DisconnectCommand, HistoryPage, PresenceChange, Publication, RunStarted
 from chat.settings import Settings
@@ -785,7 +785,7 @@ async def test_a_publish_whose_reply_is_lost_is_uncertain_and_never_run_twice(
 async def test_messages_read_together_are_handed_over_together_in_order(
     fresh_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A burst's messages arrive in one read: the feed hands them all over after one
+    """Messages that arrive in one read: the feed hands them all over after one
     ``get_message`` (the rest drained from what hiredis holds), in order, once each."""
     reads = 0
     get_message = PubSub.get_message
@@ -798,12 +798,16 @@ async def test_messages_read_together_are_handed_over_together_in_order(
         return message
 
     monkeypatch.setattr(PubSub, "get_message", counted)
-    async with running(redis_node(fresh_redis, "a")) as r:
+    async with running(redis_node(fresh_redis, "a")) as r, Redis.from_url(fresh_redis.url) as raw:
         await r.broker.subscribe("a")
         await r.broker.subscribe("b")
-        drafts = [Draft("ab"[n % 2], "u", str(n), None, 0.0) for n in range(60)]
         reads = 0
-        await r.broker.publish_many(drafts)
+        async with raw.pipeline(transaction=False) as pipe:  # 60 PUBLISH back to back
+            for n in range(60):
+                room, seq = "ab"[n % 2], n // 2 + 1
+                body = {"k": "m", "room": room, "seq": seq, "epoch": "e", "user": "u"}
+                pipe.publish(f"chat:room:{room}", orjson.dumps({**body, "text": str(n), "ts": 0}))
+            await pipe.execute()
         await r.delivered_so_far()
         assert [p.text for p in r.messages("a")] == [str(n) for n in range(0, 60, 2)]
         assert [p.seq for p in r.messages("b")] == list(range(1, 31))
@@ -814,20 +818,15 @@ async def test_messages_read_together_are_handed_over_together_in_order(
         assert [p.text for p in r.messages("c")] == ["after"]
 
 
-async def test_publishes_of_one_turn_share_one_round_trip_each_in_its_order(
-    fresh_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+async def test_publishes_of_one_turn_share_one_round_trip_and_one_message_per_room(
+    fresh_redis: RedisServer,
 ) -> None:
     """Sessions that publish in the same turn of the event loop go to Redis in one
-    pipeline; each gets its own drafts' outcomes, in its order."""
-    trips: list[int] = []
-    pipelined = Link.pipelined
-
-    async def counted(self: Link, name: str, calls: Any) -> Any:
-        trips.append(len(calls))
-        return await pipelined(self, name, calls)
-
-    monkeypatch.setattr(Link, "pipelined", counted)
-    async with running(redis_node(fresh_redis, "a")) as r:
+    script call: each gets its own drafts' outcomes, in its order, and each room's
+    messages reach the subscribers as one pub/sub message, in seq order."""
+    async with running(redis_node(fresh_redis, "a")) as r, Redis.from_url(fresh_redis.url) as raw:
+        listener = raw.pubsub()
+        await listener.subscribe("chat:room:a", "chat:room:b")
         found: dict[str, list[Publication | BrokerUnavailable]] = {}
 
         async def burst(who: str, rooms: str) -> None:
@@ -841,18 +840,27 @@ async def test_publishes_of_one_turn_share_one_round_trip_each_in_its_order(
             group.start_soon(burst, "x", "aab")
             group.start_soon(one, "y")
             group.start_soon(burst, "z", "ba")
-        assert trips == [6]
         texts = {
-            who: [(p.room, p.text) for p in outcomes if isinstance(p, Publication)]
+            who: [(p.room, p.seq, p.text) for p in outcomes if isinstance(p, Publication)]
             for who, outcomes in found.items()
         }
-        assert texts == {
-            "x": [("a", "x0"), ("a", "x1"), ("b", "x2")],
-            "y": [("a", "y")],
-            "z": [("b", "z0"), ("a", "z1")],
+        assert texts == {  # Redis ran them in the callers' order
+            "x": [("a", 1, "x0"), ("a", 2, "x1"), ("b", 1, "x2")],
+            "y": [("a", 3, "y")],
+            "z": [("b", 2, "z0"), ("a", 4, "z1")],
         }
-        seqs = [p.seq for who in "xyz" for p in found[who] if isinstance(p, Publication)]
-        assert seqs == [1, 2, 1, 3, 2, 4]  # Redis ran them in the callers' order
+        heard: list[tuple[bytes, Any]] = []
+        with anyio.fail_after(2):
+            while len(heard) < 2:
+                message = await listener.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    heard.append((message["channel"], orjson.loads(message["data"])))
+        assert [(channel, [m["text"] for m in data]) for channel, data in heard] == [
+            (b"chat:room:a", ["x0", "x1", "y", "z1"]),
+            (b"chat:room:b", ["x2", "z0"]),
+        ]
+        assert await listener.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+        await listener.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_a_caller_cancelled_while_it_leads_a_round_trip_does_not_fail_the_others(

@@ -107,6 +107,24 @@ async def test_a_gap_is_filled_from_the_stream_before_what_waited() -> None:
         assert delivered == [*kept, change, publication("e1", 9)]
 
 
+def together(*items: Publication) -> dict[str, Any]:
+    """What the pub/sub connection hands over for one round trip's messages of a room."""
+    bodies = [orjson.loads(message(item)["data"]) for item in items]
+    return {"type": "message", "channel": f"chat:room:{ROOM}", "data": orjson.dumps(bodies)}
+
+
+async def test_a_round_trips_messages_in_one_array_are_placed_one_by_one() -> None:
+    kept = [publication("e1", seq) for seq in (6, 7)]
+    async with feed_of(Streams("e1", kept), ("e1", 5)) as (feed, delivered):
+        feed._on_message(together(publication("e1", 6), publication("e1", 7)))
+        feed._on_message(together(publication("e1", 7), publication("e1", 8)))  # 7 seen
+        feed._on_message(together(publication("e1", 10), publication("e1", 11)))  # 9 missed
+        feed._on_message({**together(), "data": b"[{}]"})  # malformed: ignored
+        await settle()
+        assert [p.seq for p in delivered] == [6, 7, 8, 10, 11]
+        assert feed._filling == {}  # a fill ran for 9 (its history is gone): nothing waits
+
+
 @pytest.mark.parametrize("kept", [[], [1, 2]], ids=["no-history", "history"])
 async def test_a_new_run_is_announced_then_delivered_from_its_first_message(
     kept: list[int],

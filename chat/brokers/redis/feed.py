@@ -31,7 +31,7 @@ from redis.asyncio.client import PubSub
 from chat.brokers.base import BrokerUnavailable, Deliver
 from chat.brokers.redis import keys
 from chat.brokers.redis.link import COMMAND_TIMEOUT, Link
-from chat.brokers.redis.streams import Streams, parse_message
+from chat.brokers.redis.streams import Streams, parse_messages
 from chat.clock import Clock
 from chat.envelope import PresenceChange, Publication, RunStarted
 from chat.ordering import Cursor, Place
@@ -260,11 +260,12 @@ class Feed:
             with suppress(ValueError):
                 self.canary_lag_ms = round((now - float(data)) * 1000, 1)
             return
-        item = parse_message(data)
-        if item is None:
+        items = parse_messages(data)
+        if items is None:
             log.warning("ignoring a malformed message on %s", channel)
             return
-        self._hand_over(item)
+        for item in items:
+            self._hand_over(item)
 
     def _hand_over(self, item: Publication | PresenceChange) -> None:
         """Deliver ``item`` once, in order; a gap or a new run is filled from the stream first."""

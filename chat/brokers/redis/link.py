@@ -11,9 +11,9 @@ comes to them in ``KEYS``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from importlib.resources import files
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from chat.brokers.base import BrokerUnavailable
 
@@ -133,43 +133,6 @@ class Link:
             raise BrokerUnavailable(type(error).__name__, uncertain=uncertain) from None
         self.ok = True
         return result
-
-    async def pipelined(
-        self, name: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
-    ) -> list[Any]:
-        """Script ``name`` once per ``(keys, args)`` of ``calls``, in one pipeline on one
-        connection: Redis runs them in order. Pass it to :meth:`call`.
-
-        Each answer, or a :class:`BrokerUnavailable` for a call Redis refused
-        (logged once). Raises what the connection raises. A script Redis does not
-        know (it restarted) is loaded and the calls it refused sent again: a
-        refused ``EVALSHA`` ran nothing.
-        """
-        script = self.scripts[name]
-        answers: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for _attempt in range(2):
-            async with self.once.pipeline(transaction=False) as pipe:
-                for index in todo:
-                    keys, args = calls[index]
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                found = await pipe.execute(raise_on_error=False)
-            unknown = []
-            for index, answer in zip(todo, found, strict=True):
-                if isinstance(answer, NoScriptError):
-                    unknown.append(index)
-                elif isinstance(answer, ResponseError):
-                    self.log_once(f"redis refused a command: {answer}")
-                    answers[index] = BrokerUnavailable("redis refused the command")
-                else:
-                    answers[index] = answer
-            if not unknown:
-                return answers
-            script.sha = await self.once.script_load(script.script)
-            todo = unknown
-        for index in todo:
-            answers[index] = BrokerUnavailable("redis refused the command")
-        return answers
 
     async def run_id(self) -> str:
         """The Redis server's run (its ``run_id``, shortened): part of every epoch."""

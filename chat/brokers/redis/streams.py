@@ -1,7 +1,9 @@
 """Rooms' sequences and histories in Redis: publishing, recovering, reading the latest ``seq``.
 
-Publishing is one Lua script (``scripts/publish.lua``): the retry check, the
-room's next ``seq``, the stream entry, the ``PUBLISH`` and the sent-id record.
+Publishing is one Lua script (``scripts/publish.lua``) per round trip, for
+every draft of it: the retry check, the room's next ``seq``, the stream entry
+and the sent-id record of each, then one ``PUBLISH`` per room (its message, or
+a JSON array of its messages in ``seq`` order: :func:`parse_messages`).
 A room's ``epoch`` is its stored run name plus the Redis server's ``run_id``:
 a Redis that restarted (empty, or from an older snapshot) starts new runs, so
 no ``seq`` is ever reused under the same epoch.
@@ -63,15 +65,16 @@ class Streams:
         return found
 
     async def publish_many(self, drafts: Sequence[Draft]) -> list[Publication | BrokerUnavailable]:
-        """Publish ``drafts`` in order in one round trip (a pipeline on one connection,
-        so Redis runs the scripts in this order): what :meth:`publish` of each in
-        turn gives, or the :class:`BrokerUnavailable` that refused it.
+        """Publish ``drafts`` in order in one round trip: what :meth:`publish` of each
+        in turn gives, or the :class:`BrokerUnavailable` that refused it.
 
         The drafts of every caller in the same turn of the event loop (the bursts
-        of several sessions) share that round trip: each caller's drafts stay
-        together and in its order. A pipeline that gets no answer fails every
-        draft as uncertain: each may still be published, once, like a single
-        :meth:`publish` that timed out.
+        of several sessions) share that round trip, one script call: each
+        caller's drafts stay together and in its order, and each room's drafts
+        reach the subscribed nodes as one pub/sub message. A call that gets no
+        answer fails every draft as uncertain: each may still be published,
+        once, like a single :meth:`publish` that timed out; an error Redis
+        answered one draft's command with fails only that draft.
         """
         if not drafts:
             return []
@@ -104,50 +107,53 @@ class Streams:
         return batch.answers[first : first + len(drafts)]
 
     async def _publish_batch(self, drafts: list[Draft]) -> list[Publication | BrokerUnavailable]:
-        """Publish ``drafts`` in order: one script call, or a pipeline of them."""
-        try:
-            if len(drafts) == 1:
-                found = await self._link.call(
-                    self._link.scripts["publish"](*self._publish_call(drafts[0])), uncertain=True
-                )
-                return [_published(drafts[0], found)]
-            calls = [self._publish_call(draft) for draft in drafts]
-            answers = await self._link.call(self._link.pipelined("publish", calls), uncertain=True)
-        except BrokerUnavailable as error:
-            return [error] * len(drafts)
-        return [
-            _published(draft, found) if not isinstance(found, BrokerUnavailable) else found
-            for draft, found in zip(drafts, answers, strict=True)
-        ]
-
-    def _publish_call(self, draft: Draft) -> tuple[list[str], list[str | int]]:
-        """The ``KEYS`` and ``ARGV`` of ``scripts/publish.lua`` for ``draft``."""
-        fields = {
-            "room": draft.room,
-            "user": draft.user,
-            "text": draft.text,
-            "id": draft.id,
-            "ts": draft.ts,
-        }
-        remembered = draft.id is not None and self._send_id_window_ms > 0
-        return [
-            keys.meta(draft.room),
-            keys.log(draft.room),
-            keys.sent(draft.user),
-            keys.sent_order(draft.user),
-        ], [
-            orjson.dumps(fields).decode()[1:],
-            new_epoch(),
+        """Publish ``drafts`` in order, in one call of ``scripts/publish.lua``."""
+        keys_of: list[str] = []
+        args: list[str | int] = [
             self._history_size,
             self.room_ttl_ms,
-            keys.channel(draft.room),
             self.run,
-            # The id as a field: the room first (no room holds SEP), then the id.
-            f"{draft.room}{keys.SEP}{orjson.dumps(draft.id).decode()}" if remembered else "",
-            text_digest(draft.text) if remembered else "",
             self._send_id_window_ms,
             IDS_PER_USER,
         ]
+        # A fresh epoch per room (used only by a room without a run), not per draft.
+        epochs: dict[str, str] = {}
+        for draft in drafts:
+            room, user = draft.room, draft.user
+            keys_of += (keys.meta(room), keys.log(room), keys.sent(user), keys.sent_order(user))
+            epoch = epochs.get(room)
+            if epoch is None:
+                epoch = epochs[room] = new_epoch()
+            fields = {
+                "room": room,
+                "user": user,
+                "text": draft.text,
+                "id": draft.id,
+                "ts": draft.ts,
+            }
+            remembered = draft.id is not None and self._send_id_window_ms > 0
+            args += (
+                orjson.dumps(fields).decode()[1:],
+                epoch,
+                keys.channel(room),
+                # The id as a field: the room first (no room holds SEP), then the id.
+                f"{room}{keys.SEP}{orjson.dumps(draft.id).decode()}" if remembered else "",
+                text_digest(draft.text) if remembered else "",
+            )
+        try:
+            answers = await self._link.call(
+                self._link.scripts["publish"](keys=keys_of, args=args), uncertain=True
+            )
+        except BrokerUnavailable as error:
+            return [error] * len(drafts)
+        found: list[Publication | BrokerUnavailable] = []
+        for draft, answer in zip(drafts, answers, strict=True):
+            if isinstance(answer, list):
+                found.append(_published(draft, answer))
+            else:  # the text of an error Redis answered one of this draft's commands with
+                self._link.log_once(f"redis refused a command: {answer}")
+                found.append(BrokerUnavailable("redis refused the command"))
+        return found
 
     async def recover(self, room: str, since: int | None, epoch: str | None) -> Recovery:
         """The room's latest ``seq`` and ``epoch`` (starting a run if it has none), and
@@ -195,14 +201,17 @@ def _published(draft: Draft, found: Any) -> Publication:
     return draft.published(int(seq), str(epoch), duplicate=bool(duplicate))
 
 
-def parse_message(raw: str | bytes) -> Publication | PresenceChange | None:
+def parse_messages(raw: str | bytes) -> list[Publication | PresenceChange] | None:
     """A message of a room's channel: a publication (``"k": "m"``, written by
-    ``scripts/publish.lua``) or a presence change (``"k": "p"``); None if malformed."""
+    ``scripts/publish.lua``), a presence change (``"k": "p"``), or a JSON array of
+    publications (a round trip's of the room, in ``seq`` order); None if malformed."""
     try:
         data = orjson.loads(raw)
+        if isinstance(data, list):
+            return [parse_publication(item) for item in data]
         if data.get("k") == "p":
-            return PresenceChange(data["room"], data["event"], data["user"], data["origin"])
-        return parse_publication(data)
+            return [PresenceChange(data["room"], data["event"], data["user"], data["origin"])]
+        return [parse_publication(data)]
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
 
