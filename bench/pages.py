@@ -1,6 +1,8 @@
 """The pages' weight and time to first paint against a local server (docs/pages.md).
 
     .venv/bin/python -m bench.pages [--runs 11]
+    .venv/bin/python -m bench.pages --crowd 10000 --runs 5 [--burst 2000]
+
 
 Starts ``hypercorn main:app`` on a free loopback port, sums the bytes of each
 page's HTML, CSS and JS (as served, and gzipped as served to a browser that
@@ -8,17 +10,22 @@ accepts gzip), then loads each page ``--runs`` times in Debian's headless
 Chromium (a fresh browser context each time, so nothing is cached) and
 prints the medians of ``first-paint`` and ``first-contentful-paint``
 (``performance.getEntriesByType('paint')``) and of the load event.
+
+With ``--crowd N`` it measures ``/monitor`` watching N live sessions that
+churn instead (:mod:`bench.monitor`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -81,10 +88,51 @@ def paint(base: str, runs: int) -> None:
         browser.close()
 
 
+def crowded(args: argparse.Namespace) -> None:
+    from bench import monitor
+
+    options = monitor.Options(
+        args.crowd,
+        args.crowds,
+        args.rooms,
+        args.close,
+        args.wake,
+        args.runs,
+        args.watch,
+        args.burst,
+        args.idle_after,
+    )
+    found = monitor.run(options)
+    summary = monitor.medians(found["runs"])
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    if args.json:
+        record = {
+            "command": "python -m bench.pages " + " ".join(sys.argv[1:]),
+            "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+            "medians": summary,
+            **found,
+        }
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11)
+    crowd = parser.add_argument_group("the monitor at scale (bench/monitor.py)")
+    crowd.add_argument("--crowd", type=int, default=0, metavar="N", help="live sessions")
+    crowd.add_argument("--crowds", type=int, default=2, help="load processes (default 2)")
+    crowd.add_argument("--rooms", type=int, default=20, help="rooms (default 20)")
+    crowd.add_argument("--close", type=float, default=10, help="sessions replaced per second")
+    crowd.add_argument("--wake", type=float, default=10, help="idle sessions woken per second")
+    crowd.add_argument("--watch", type=float, default=15, help="seconds per window")
+    crowd.add_argument("--burst", type=int, default=0, help="sessions replaced at once per run")
+    crowd.add_argument("--idle-after", type=float, default=20, help="CHAT_IDLE_AFTER")
+    crowd.add_argument("--json", type=Path, help="write every run here")
     args = parser.parse_args()
+    if args.crowd:
+        crowded(args)
+        return
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     command = [sys.executable, "-m", "hypercorn", "-b", f"127.0.0.1:{port}", "main:app"]

@@ -1,0 +1,319 @@
+"""``/monitor`` watching 10,000 live sessions that churn (``python -m bench.pages --crowd``).
+
+    .venv/bin/python -m bench.pages --crowd 10000 --runs 5 [--watch 15] [--burst 2000]
+
+One ``hypercorn main:app`` on a free loopback port (``CHAT_MAX_SESSIONS`` and
+the open-file limit raised), a crowd of ``--crowd`` ``chat.v1`` sessions in
+``--rooms`` rooms held by ``--crowds`` load processes (``bench.crowd``,
+picows). Once they are all connected and have gone idle, the crowd churns
+until the end: every second ``--close`` sessions close (and as many new ones
+open) and ``--wake`` idle sessions send a message (active again, idle again
+``CHAT_IDLE_AFTER`` later), so the monitor receives a steady stream of
+changes. Then, ``--runs`` times:
+
+1. ``--watch`` seconds with no monitor: the server's CPU (every process of
+   it, from ``/proc/<pid>/stat``);
+2. ``/monitor`` opened in a fresh context of Debian's headless Chromium:
+   first paint, and the first full render of the sessions table (the first
+   frame after its 100 rows are in);
+3. ``--watch`` seconds watching: the server's CPU again, the events and
+   bytes per second the page received from ``/status/events`` (counted by a
+   wrapper around its ``fetch``), the main thread's long tasks
+   (``PerformanceObserver('longtask')``, 50 ms and more), and through the
+   DevTools protocol (after a forced garbage collection) the JS heap and the
+   DOM's node count at the start and end of the window.
+
+With ``--burst N``, each run's window also replaces ``N`` sessions at once
+(more than one ``sessions`` event holds: the stream says ``resync``).
+Prints the medians; ``--json`` writes every run. Everything is bounded in
+time and every process is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.processes import children, cpu_s
+from tests.e2e.harness import REPO, Server, start_server
+
+#: Rows of the monitor's sessions table (``PAGE`` in chat/static/monitor.js).
+TABLE_ROWS = 100
+#: The longest wait for the crowd to connect.
+CONNECT_TIMEOUT = 300.0
+
+#: Injected before the page's own scripts: counts what the event stream brings and
+#: notes long tasks and when the sessions table first holds its rows.
+PROBE = """
+(() => {
+  const m = (window.__bench = { longtasks: [], bytes: 0, events: {}, tableAt: null });
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) m.longtasks.push([e.startTime, e.duration]);
+  }).observe({ type: "longtask", buffered: true });
+  const original = window.fetch;
+  window.fetch = async (input, init) => {
+    const response = await original(input, init);
+    if (!String(input).includes("/status/events") || !response.body) return response;
+    const decoder = new TextDecoder();
+    let tail = "";
+    const counting = new TransformStream({
+      transform(chunk, controller) {
+        m.bytes += chunk.byteLength;
+        const text = tail + decoder.decode(chunk, { stream: true });
+        const cut = text.lastIndexOf("\\n") + 1;
+        for (const found of text.slice(0, cut).matchAll(/^event: (\\w+)$/gm)) {
+          m.events[found[1]] = (m.events[found[1]] || 0) + 1;
+        }
+        tail = text.slice(cut);
+        if (tail.length > 64) tail = tail.startsWith("event: ") ? tail : "";
+        controller.enqueue(chunk);
+      },
+    });
+    const { status, statusText, headers } = response;
+    return new Response(response.body.pipeThrough(counting), { status, statusText, headers });
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    const tbody = document.getElementById("sessions");
+    const seen = new MutationObserver(() => {
+      if (tbody.childElementCount < %(rows)d) return;
+      seen.disconnect();
+      requestAnimationFrame(() => setTimeout(() => (m.tableAt = performance.now())));
+    });
+    seen.observe(tbody, { childList: true });
+  });
+})();
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    crowd: int
+    crowds: int
+    rooms: int
+    close: float
+    wake: float
+    runs: int
+    watch: float
+    burst: int
+    idle_after: float
+
+
+class Crowd:
+    """One ``bench.crowd`` process."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.crowd"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.say(json.dumps(spec))
+
+    def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def line(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        text = self.process.stdout.readline() if ready else ""
+        if not text:
+            raise RuntimeError("the crowd process said nothing in time (or died)")
+        found: dict[str, Any] = json.loads(text)
+        return found
+
+    def stop(self) -> dict[str, Any]:
+        try:
+            self.say("stop")
+            return self.line(30)
+        except (OSError, RuntimeError):
+            return {}
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def server_cpu(server: Server) -> float:
+    """CPU seconds of the server's processes (Hypercorn's parent and its worker)."""
+    pid = server.process.pid
+    return sum(cpu_s(p) for p in [pid, *children(pid)])
+
+
+def live(server: Server) -> int:
+    counts = server.json("/status")["sessions"]
+    return int(counts["connecting"] + counts["active"] + counts["idle"])
+
+
+def heap(cdp: Any) -> dict[str, float]:
+    """The page's JS heap and DOM nodes after a forced garbage collection."""
+    cdp.send("HeapProfiler.collectGarbage")
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return {
+        "heap_mb": round(metrics["JSHeapUsedSize"] / 2**20, 2),
+        "nodes": metrics["Nodes"],
+        "listeners": metrics["JSEventListeners"],
+    }
+
+
+def watch_once(browser: Any, base: str, server: Server, crowds: list[Crowd], o: Options) -> Any:
+    """One run: a window without a monitor, then one with a fresh monitor page."""
+    before = server_cpu(server)
+    time.sleep(o.watch)
+    cpu_none = (server_cpu(server) - before) / o.watch
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.add_init_script(PROBE % {"rows": TABLE_ROWS})
+    page.goto(base + "/monitor", wait_until="load")
+    # Polled from here: the page's CSP forbids the eval that wait_for_function needs.
+    deadline = time.monotonic() + 30
+    while not page.evaluate(
+        "window.__bench.tableAt !== null && performance.getEntriesByType('paint').length >= 2"
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the monitor did not render its sessions table within 30 s")
+        page.wait_for_timeout(20)
+    paints = dict(
+        page.evaluate("performance.getEntriesByType('paint').map(e => [e.name, e.startTime])")
+    )
+    table_ms = float(page.evaluate("window.__bench.tableAt"))
+    cdp = context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    start_heap = heap(cdp)
+    start = page.evaluate(
+        "({t: performance.now(), bytes: window.__bench.bytes, events: {...window.__bench.events}})"
+    )
+    cpu_start, wall_start = server_cpu(server), time.monotonic()
+    if o.burst:
+        page.wait_for_timeout(o.watch * 1000 / 3)
+        for crowd in crowds:
+            crowd.say(f"burst {o.burst // len(crowds)}")
+        for crowd in crowds:
+            crowd.line(60)
+    page.wait_for_timeout(max(0.0, o.watch - (time.monotonic() - wall_start)) * 1000)
+    end = page.evaluate(
+        "({t: performance.now(), bytes: window.__bench.bytes, events: {...window.__bench.events},"
+        " longtasks: window.__bench.longtasks,"
+        " rows: document.getElementById('sessions').childElementCount})"
+    )
+    wall = time.monotonic() - wall_start
+    cpu_one = (server_cpu(server) - cpu_start) / wall
+    end_heap = heap(cdp)
+    context.close()
+
+    seconds = (end["t"] - start["t"]) / 1000
+    events = {k: v - start["events"].get(k, 0) for k, v in end["events"].items()}
+    in_window = [d for at, d in end["longtasks"] if at >= start["t"]]
+    at_load = [d for at, d in end["longtasks"] if at < start["t"]]
+    return {
+        "first_paint_ms": round(paints["first-paint"]),
+        "table_ms": round(table_ms),
+        "load_longtasks": len(at_load),
+        "load_longest_ms": round(max(at_load, default=0)),
+        "events_per_s": round(sum(events.values()) / seconds, 2),
+        "events": events,
+        "kib_per_s": round((end["bytes"] - start["bytes"]) / seconds / 1024, 1),
+        "longtasks": len(in_window),
+        "longest_ms": round(max(in_window, default=0)),
+        "heap_mb": [start_heap["heap_mb"], end_heap["heap_mb"]],
+        "dom_nodes": [start_heap["nodes"], end_heap["nodes"]],
+        "rows": end["rows"],
+        "server_cpu_none": round(cpu_none, 3),
+        "server_cpu_one": round(cpu_one, 3),
+    }
+
+
+def run(o: Options) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < o.crowd + 1000:
+        raise SystemExit(f"the open-file limit ({hard}) is too low for {o.crowd} sessions")
+    env = {
+        "CHAT_MAX_SESSIONS": str(o.crowd + 1000),
+        "CHAT_MAX_SESSIONS_PER_USER": "0",
+        "CHAT_IDLE_AFTER": str(o.idle_after),
+        "CHAT_IDLE_TIMEOUT": "0",
+        "CHAT_LOG_LEVEL": "WARNING",
+    }
+    results: list[dict[str, Any]] = []
+    crowds: list[Crowd] = []
+    finals: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as logs:
+        server = start_server(Path(logs), env)
+        base = server.http("")
+        try:
+            share = o.crowd // o.crowds
+            for n in range(o.crowds):
+                spec = {
+                    "url": server.ws(""),
+                    "count": share,
+                    "first": n * 1_000_000,
+                    "rooms": o.rooms,
+                    "close_per_s": o.close / o.crowds,
+                    "wake_per_s": o.wake / o.crowds,
+                    "limit_s": CONNECT_TIMEOUT + o.runs * (2 * o.watch + 60) + 120,
+                    "seed": n + 1,
+                }
+                crowds.append(Crowd(spec))
+            ready = [crowd.line(CONNECT_TIMEOUT) for crowd in crowds]
+            print(f"crowd ready: {ready}", file=sys.stderr, flush=True)
+            # Let every session go idle once: the windows then see the steady churn only.
+            time.sleep(o.idle_after + 5)
+            print(f"live sessions: {live(server)}", file=sys.stderr, flush=True)
+            with sync_playwright() as playwright:
+                executable = shutil.which("chromium") or "/usr/bin/chromium"
+                browser = playwright.chromium.launch(executable_path=executable)
+                try:
+                    for n in range(o.runs):
+                        result = watch_once(browser, base, server, crowds, o)
+                        result["live"] = live(server)
+                        results.append(result)
+                        print(f"run {n + 1}/{o.runs}: {json.dumps(result)}", file=sys.stderr)
+                finally:
+                    browser.close()
+        finally:
+            finals = [crowd.stop() for crowd in crowds]
+            server.stop()
+    return {"runs": results, "crowds": finals}
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def m(key: str, index: int | None = None) -> float:
+        values = [r[key] if index is None else r[key][index] for r in runs]
+        return float(statistics.median(values))
+
+    def spread(key: str) -> str:
+        values = [r[key] for r in runs]
+        return f"{m(key):g} ({min(values):g}-{max(values):g})"
+
+    return {
+        "first paint, ms": spread("first_paint_ms"),
+        "sessions table rendered, ms": spread("table_ms"),
+        "long tasks while loading": spread("load_longtasks"),
+        "longest while loading, ms": spread("load_longest_ms"),
+        "events/s": spread("events_per_s"),
+        "KiB/s": spread("kib_per_s"),
+        "long tasks while watching": spread("longtasks"),
+        "longest while watching, ms": spread("longest_ms"),
+        "JS heap, MB (start, end)": (m("heap_mb", 0), m("heap_mb", 1)),
+        "DOM nodes (start, end)": (m("dom_nodes", 0), m("dom_nodes", 1)),
+        "server CPU, no monitor": spread("server_cpu_none"),
+        "server CPU, one monitor": spread("server_cpu_one"),
+        "live sessions": spread("live"),
+    }
