@@ -31,6 +31,7 @@ time and every process is stopped by its PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import select
@@ -39,16 +40,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from bench.processes import children, cpu_s
 from tests.e2e.harness import REPO, Server, start_server
 
 #: Rows of the monitor's sessions table (``PAGE`` in chat/static/monitor.js).
 TABLE_ROWS = 100
+#: Seconds between two ``/healthz`` probes in a window.
+PROBE_EVERY = 0.2
 #: The longest wait for the crowd to connect.
 CONNECT_TIMEOUT = 300.0
 
@@ -154,7 +161,7 @@ def server_cpu(server: Server) -> float:
 
 
 def live(server: Server) -> int:
-    counts = server.json("/status")["sessions"]
+    counts = httpx.get(server.http("/status"), timeout=60).json()["sessions"]
     return int(counts["connecting"] + counts["active"] + counts["idle"])
 
 
@@ -169,16 +176,86 @@ def heap(cdp: Any) -> dict[str, float]:
     }
 
 
-def watch_once(browser: Any, base: str, server: Server, crowds: list[Crowd], o: Options) -> Any:
-    """One run: a window without a monitor, then one with a fresh monitor page."""
-    before = server_cpu(server)
-    time.sleep(o.watch)
-    cpu_none = (server_cpu(server) - before) / o.watch
+class Window:
+    """A measured window: the server's CPU (cores) and its ``/healthz`` latency, sampled
+    every :data:`PROBE_EVERY` seconds by a thread; the burst, if any, a third of the way."""
 
+    def __init__(self, server: Server, crowds: list[Crowd], o: Options) -> None:
+        self.server = server
+        self.crowds = crowds
+        self.o = o
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+
+    def _probe(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.wait(PROBE_EVERY):
+                began = time.monotonic()
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(self.server.http("/healthz"))
+                    self.latencies.append(time.monotonic() - began)
+
+    def run(self, wait: Callable[[float], object]) -> dict[str, float]:
+        """Measure for ``o.watch`` seconds, waiting with ``wait(seconds)``."""
+        prober = threading.Thread(target=self._probe, daemon=True)
+        cpu, began = server_cpu(self.server), time.monotonic()
+        prober.start()
+        if self.o.burst:
+            wait(self.o.watch / 3)
+            for crowd in self.crowds:
+                crowd.say(f"burst {self.o.burst // len(self.crowds)}")
+            for crowd in self.crowds:
+                crowd.line(120)
+        wait(max(0.0, self.o.watch - (time.monotonic() - began)))
+        self._stop.set()
+        prober.join()
+        seconds = time.monotonic() - began
+        late = sorted(self.latencies) or [0.0]
+        return {
+            "cpu": round((server_cpu(self.server) - cpu) / seconds, 3),
+            "healthz_p50_ms": round(1000 * statistics.median(late), 1),
+            "healthz_max_ms": round(1000 * late[-1], 1),
+        }
+
+
+#: Where ``watch`` also writes the Chrome trace of its window (``--trace``).
+TRACE: list[Path] = []
+#: Trace categories: the main thread's tasks with their CPU time (``tdur``).
+CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "toplevel"]
+
+
+def main_thread(trace: bytes) -> dict[str, Any]:
+    """The renderer main thread's tasks in a Chrome trace, by CPU time (not wall time,
+    which on a shared machine counts the time the browser waited for a core)."""
+    events = json.loads(trace)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    scripts = [e for e in events if e.get("name") == "FunctionCall"]
+    if not scripts:
+        return {"main_cpu_pct": 0.0, "longest_cpu_ms": 0, "long_cpu_tasks": 0}
+    thread = (scripts[0]["pid"], scripts[0]["tid"])
+    tasks = [
+        e
+        for e in events
+        if e.get("ph") == "X"
+        and e["name"] == "ThreadControllerImpl::RunTask"
+        and (e["pid"], e["tid"]) == thread
+    ]
+    cpu = [e.get("tdur", 0) / 1000 for e in tasks]
+    span = (max(e["ts"] + e["dur"] for e in tasks) - min(e["ts"] for e in tasks)) / 1e6
+    return {
+        "main_cpu_pct": round(100 * sum(cpu) / 1000 / span, 1),
+        "longest_cpu_ms": round(max(cpu)),
+        "long_cpu_tasks": sum(1 for ms in cpu if ms >= 50),
+    }
+
+
+def watch(browser: Any, base: str, window: Callable[[Callable[[float], object]], Any]) -> Any:
+    """Open ``/monitor`` in a fresh context, wait for its sessions table, then run
+    ``window(wait)`` while watching; the page's figures, ``window``'s result in ``server``."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.add_init_script(PROBE % {"rows": TABLE_ROWS})
-    page.goto(base + "/monitor", wait_until="load")
+    page.goto(base + "/monitor", wait_until="load", timeout=120_000)
     # Polled from here: the page's CSP forbids the eval that wait_for_function needs.
     deadline = time.monotonic() + 30
     while not page.evaluate(
@@ -197,21 +274,16 @@ def watch_once(browser: Any, base: str, server: Server, crowds: list[Crowd], o: 
     start = page.evaluate(
         "({t: performance.now(), bytes: window.__bench.bytes, events: {...window.__bench.events}})"
     )
-    cpu_start, wall_start = server_cpu(server), time.monotonic()
-    if o.burst:
-        page.wait_for_timeout(o.watch * 1000 / 3)
-        for crowd in crowds:
-            crowd.say(f"burst {o.burst // len(crowds)}")
-        for crowd in crowds:
-            crowd.line(60)
-    page.wait_for_timeout(max(0.0, o.watch - (time.monotonic() - wall_start)) * 1000)
+    browser.start_tracing(page=page, categories=CATEGORIES)
+    server = window(lambda seconds: page.wait_for_timeout(seconds * 1000))
+    trace = browser.stop_tracing()
+    if TRACE:
+        TRACE[0].write_bytes(trace)
     end = page.evaluate(
         "({t: performance.now(), bytes: window.__bench.bytes, events: {...window.__bench.events},"
         " longtasks: window.__bench.longtasks,"
         " rows: document.getElementById('sessions').childElementCount})"
     )
-    wall = time.monotonic() - wall_start
-    cpu_one = (server_cpu(server) - cpu_start) / wall
     end_heap = heap(cdp)
     context.close()
 
@@ -229,11 +301,27 @@ def watch_once(browser: Any, base: str, server: Server, crowds: list[Crowd], o: 
         "kib_per_s": round((end["bytes"] - start["bytes"]) / seconds / 1024, 1),
         "longtasks": len(in_window),
         "longest_ms": round(max(in_window, default=0)),
+        "longtasks_ms": [round(d) for d in in_window],
+        **main_thread(trace),
         "heap_mb": [start_heap["heap_mb"], end_heap["heap_mb"]],
         "dom_nodes": [start_heap["nodes"], end_heap["nodes"]],
         "rows": end["rows"],
-        "server_cpu_none": round(cpu_none, 3),
-        "server_cpu_one": round(cpu_one, 3),
+        "server": server,
+    }
+
+
+def watch_once(browser: Any, base: str, server: Server, crowds: list[Crowd], o: Options) -> Any:
+    """One run: a window without a monitor, then one with a fresh monitor page."""
+    none = Window(server, crowds, o).run(time.sleep)
+    found = watch(browser, base, Window(server, crowds, o).run)
+    one = found.pop("server")
+    return {
+        **found,
+        "server_cpu_none": none["cpu"],
+        "server_cpu_one": one["cpu"],
+        "healthz_max_ms_none": none["healthz_max_ms"],
+        "healthz_max_ms_one": one["healthz_max_ms"],
+        "healthz_p50_ms_one": one["healthz_p50_ms"],
     }
 
 
@@ -254,6 +342,7 @@ def run(o: Options) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     crowds: list[Crowd] = []
     finals: list[dict[str, Any]] = []
+    wave: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as logs:
         server = start_server(Path(logs), env)
         base = server.http("")
@@ -273,13 +362,15 @@ def run(o: Options) -> dict[str, Any]:
                 crowds.append(Crowd(spec))
             ready = [crowd.line(CONNECT_TIMEOUT) for crowd in crowds]
             print(f"crowd ready: {ready}", file=sys.stderr, flush=True)
-            # Let every session go idle once: the windows then see the steady churn only.
-            time.sleep(o.idle_after + 5)
-            print(f"live sessions: {live(server)}", file=sys.stderr, flush=True)
             with sync_playwright() as playwright:
                 executable = shutil.which("chromium") or "/usr/bin/chromium"
                 browser = playwright.chromium.launch(executable_path=executable)
                 try:
+                    # The sessions go idle as they connected (the first page's together):
+                    # watched once; the runs then see the steady churn only.
+                    wave = watch(browser, base, lambda wait: wait(o.idle_after + 5))
+                    print(f"idle wave: {json.dumps(wave)}", file=sys.stderr, flush=True)
+                    print(f"live sessions: {live(server)}", file=sys.stderr, flush=True)
                     for n in range(o.runs):
                         result = watch_once(browser, base, server, crowds, o)
                         result["live"] = live(server)
@@ -290,7 +381,7 @@ def run(o: Options) -> dict[str, Any]:
         finally:
             finals = [crowd.stop() for crowd in crowds]
             server.stop()
-    return {"runs": results, "crowds": finals}
+    return {"wave": wave, "runs": results, "crowds": finals}
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -311,9 +402,15 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "KiB/s": spread("kib_per_s"),
         "long tasks while watching": spread("longtasks"),
         "longest while watching, ms": spread("longest_ms"),
+        "main thread CPU while watching, %": spread("main_cpu_pct"),
+        "longest task's CPU, ms": spread("longest_cpu_ms"),
+        "tasks of 50 ms CPU or more": spread("long_cpu_tasks"),
         "JS heap, MB (start, end)": (m("heap_mb", 0), m("heap_mb", 1)),
         "DOM nodes (start, end)": (m("dom_nodes", 0), m("dom_nodes", 1)),
         "server CPU, no monitor": spread("server_cpu_none"),
         "server CPU, one monitor": spread("server_cpu_one"),
+        "/healthz max, no monitor, ms": spread("healthz_max_ms_none"),
+        "/healthz max, one monitor, ms": spread("healthz_max_ms_one"),
+        "/healthz median, one monitor, ms": spread("healthz_p50_ms_one"),
         "live sessions": spread("live"),
     }

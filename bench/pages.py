@@ -91,6 +91,8 @@ def paint(base: str, runs: int) -> None:
 def crowded(args: argparse.Namespace) -> None:
     from bench import monitor
 
+    if args.trace:
+        monitor.TRACE.append(args.trace)
     options = monitor.Options(
         args.crowd,
         args.crowds,
@@ -129,6 +131,7 @@ def main() -> None:
     crowd.add_argument("--burst", type=int, default=0, help="sessions replaced at once per run")
     crowd.add_argument("--idle-after", type=float, default=20, help="CHAT_IDLE_AFTER")
     crowd.add_argument("--json", type=Path, help="write every run here")
+    crowd.add_argument("--trace", type=Path, help="a Chrome trace of the last window")
     args = parser.parse_args()
     if args.crowd:
         crowded(args)

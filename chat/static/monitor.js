@@ -3,6 +3,12 @@
 // reader of /status/events, since EventSource cannot set headers); never in a URL.
 const $ = (id) => document.getElementById(id);
 const PAGE = 100;
+// Changes held for the next frame. A hidden tab runs no animation frame, so past this
+// many distinct sessions they are dropped and the table is reloaded when shown again:
+// the page's memory stays bounded however long it stays in the background.
+const MAX_PENDING = 1024;
+// Rows kept in "recently closed".
+const CLOSED_ROWS = 20;
 const STATES = ["connecting", "active", "idle", "closed"];
 const COLORS = { active: "#15803d", idle: "#7c3aed", connecting: "#b45309" };
 
@@ -14,6 +20,7 @@ let offset = 0;
 const rows = new Map();
 let selected = null;
 let dirty = new Map();
+let stale = false;
 let frame = 0;
 let newOutside = 0;
 /** The stream said the admin JWT expired: it is not reopened until a new sign-in. */
@@ -135,9 +142,10 @@ function handle(name, data) {
     drawChart();
   } else if (name === "summary") summary(data);
   else if (name === "sessions") {
-    for (const view of data.sessions) dirty.set(view.id, view);
-    if (!frame) frame = requestAnimationFrame(applyChanges);
-  } else if (name === "resync") loadPage();
+    if (!stale) for (const view of data.sessions) dirty.set(view.id, view);
+    if (dirty.size > MAX_PENDING) resync();
+    else if (!frame) frame = requestAnimationFrame(applyChanges);
+  } else if (name === "resync") resync();
   else if (name === "expired") {
     // The server ends the stream at the admin JWT's exp: ask for a new token.
     expired = true;
@@ -146,6 +154,14 @@ function handle(name, data) {
     $("board").classList.add("hidden");
     $("login-problem").textContent = `${data.detail}.`;
   }
+}
+
+// Reload what the page shows at the next frame (at once when visible), forgetting the
+// changes held: a resync from the server, or too many changes held while hidden.
+function resync() {
+  dirty = new Map();
+  stale = true;
+  if (!frame) frame = requestAnimationFrame(applyChanges);
 }
 
 // -- summary, chart, rooms, cluster -------------------------------------------------------
@@ -254,7 +270,7 @@ async function loadPage() {
 }
 
 async function loadClosed() {
-  const { sessions } = await api("/status/sessions?state=closed&limit=20");
+  const { sessions } = await api(`/status/sessions?state=closed&limit=${CLOSED_ROWS}`);
   $("closed").replaceChildren(...sessions.map(closedRow));
 }
 
@@ -302,11 +318,43 @@ function row(view) {
   return tr;
 }
 
+// A changed row is highlighted for FLASH_MS. A class added now and removed by one timer:
+// no forced layout per row (restarting a CSS animation needs one: 100 rows took >500 ms)
+// and no repaint every frame (an animated background repaints the table 60 times a second).
+const FLASH_MS = 1200;
+const litAt = new Map();
+let unlight = 0;
+
+function flash(tr) {
+  tr.classList.add("flash");
+  litAt.set(tr, performance.now());
+  if (!unlight) unlight = setTimeout(dim, FLASH_MS);
+}
+
+function dim() {
+  unlight = 0;
+  const horizon = performance.now() - FLASH_MS + 50;
+  for (const [tr, at] of litAt) {
+    if (at > horizon) continue;
+    tr.classList.remove("flash");
+    litAt.delete(tr);
+  }
+  if (litAt.size) unlight = setTimeout(dim, FLASH_MS / 4);
+}
+
 function applyChanges() {
   frame = 0;
+  if (stale) {
+    stale = false;
+    loadPage();
+    loadClosed();
+    return;
+  }
   const changes = dirty;
   dirty = new Map();
   const tbody = $("sessions");
+  const closed = [];
+  let outside = 0;
   for (const view of changes.values()) {
     const tr = rows.get(view.id);
     if (view.gone) {
@@ -314,24 +362,27 @@ function applyChanges() {
       rows.delete(view.id);
       continue;
     }
-    if (view.state === "closed") $("closed").prepend(closedRow(view));
+    if (view.state === "closed") closed.push(view);
     if (tr) {
       fill(tr, view); // kept even when it no longer matches: it is what changed
-      tr.classList.remove("flash"); void tr.offsetWidth; tr.classList.add("flash");
+      flash(tr);
     } else if (matches(view)) {
       if (offset === 0 && rows.size < PAGE) {
         const added = row(view);
-        added.classList.add("flash");
         tbody.append(added);
-      } else {
-        newOutside += 1;
-        $("pending-new").textContent = `${newOutside} more changed on other pages`;
-      }
+        flash(added);
+      } else outside += 1;
     }
     if (view.id === selected) detail(view.id);
   }
-  const closed = $("closed");
-  while (closed.children.length > 20) closed.lastChild.remove();
+  if (outside) {
+    newOutside += outside;
+    $("pending-new").textContent = `${newOutside} more changed on other pages`;
+  }
+  // Only the newest ones are shown: rows for the others would be made to be removed.
+  const list = $("closed");
+  list.prepend(...closed.slice(-CLOSED_ROWS).reverse().map(closedRow));
+  while (list.children.length > CLOSED_ROWS) list.lastChild.remove();
 }
 
 async function detail(id) {
