@@ -38,12 +38,15 @@ class Supervisor:
 
         A session whose timers fail is logged and cut; the others, and the
         supervisor, go on. While someone watches the registry, every session
-        whose state changed since the last pass (here or on a frame of its
-        client) is reported to the watch.
+        whose state changed since the last pass is reported to the watch, once:
+        a change made by this pass's timers now, one made on a frame of its client
+        (later than the last pass) now too, and neither again at the next pass (a
+        wave of 10,000 sessions going idle costs a watcher one resync, not two).
         """
         watch = self._registry.watch if self._registry.watch.watching else None
         since, self._checked_at = self._checked_at, now
         for live in self._registry.live():
+            last = live.session.history[-1]
             try:
                 live.on_timer(now)
             except Exception:
@@ -51,6 +54,6 @@ class Supervisor:
                     "session %s: timer failed", live.session.id, extra=live.session.log_fields()
                 )
                 live.abort()
-            if watch is not None and live.session.history[-1].at >= since:
+            if watch is not None and (last.at > since or live.session.history[-1] is not last):
                 watch.changed(live.session.id)
         self._registry.purge(now)

@@ -147,3 +147,52 @@ def test_the_supervisor_reports_state_changes_only_while_someone_watches() -> No
         supervisor.check(clock.now() + 6)  # quiet goes idle here; busy stays active
         assert feed.take() == Changes(("quiet",))
         assert quiet.session.state.value == "idle"
+
+
+def test_ten_thousand_sessions_going_idle_at_once_overflow_a_feed_instead_of_queueing() -> None:
+    # The monitor at 10,000 sessions: a wave of changes costs a subscriber one resync,
+    # never 10,000 ids (let alone views) held for it.
+    clock = FakeClock()
+    registry = Registry(retention=60, max_closed=10)
+    supervisor = Supervisor(registry, clock, 1.0)
+    for n in range(10_000):
+        live = live_session(f"s{n}", clock.now())
+        registry.add(live)
+        live.session.accept(clock.now())
+    supervisor.check(clock.now())
+    with registry.watch.subscribe() as feed:
+        supervisor.check(clock.now() + 6)  # every one goes idle in this pass
+        assert registry.counts()["idle"] == 10_000
+        assert feed.take() == Changes((), overflowed=True)
+        supervisor.check(clock.now() + 7)  # then nothing changes
+        assert feed.take() == Changes(())
+
+
+def test_a_steady_churn_at_ten_thousand_sessions_reports_only_the_sessions_that_changed() -> None:
+    clock = FakeClock()
+    registry = Registry(retention=60, max_closed=10)
+    supervisor = Supervisor(registry, clock, 1.0)
+    lives = [live_session(f"s{n}", clock.now()) for n in range(10_000)]
+    for live in lives:
+        registry.add(live)
+        live.session.accept(clock.now())
+    supervisor.check(clock.now())
+    with registry.watch.subscribe() as feed:
+        supervisor.check(clock.now() + 1)
+        feed.take()
+        woken = [lives[n] for n in range(0, 10_000, 1_000)]
+        for live in woken:
+            live.session.touch(clock.now() + 1.5)  # active activity: no state change
+        supervisor.check(clock.now() + 2)
+        assert feed.take() == Changes(())
+        supervisor.check(clock.now() + 6)  # all but the touched go idle: an overflow
+        assert feed.take().overflowed
+        ids = tuple(live.session.id for live in woken)
+        supervisor.check(clock.now() + 7)  # the touched go idle; the others are not sent again
+        assert feed.take() == Changes(ids)
+        for live in woken:
+            live.session.touch(clock.now() + 8)  # idle -> active, between two passes
+        supervisor.check(clock.now() + 8.5)
+        assert feed.take() == Changes(ids)
+        supervisor.check(clock.now() + 9)
+        assert feed.take() == Changes(())
