@@ -1,15 +1,16 @@
 """``/monitor`` watching 10,000 live sessions that churn (``python -m bench.pages --crowd``).
 
-    .venv/bin/python -m bench.pages --crowd 10000 --runs 5 [--watch 15] [--burst 2000]
+    .venv/bin/python -m bench.pages --crowd 10000 --runs 3 --burst 600 [--watch 15] [--json F]
 
 One ``hypercorn main:app`` on a free loopback port (``CHAT_MAX_SESSIONS`` and
 the open-file limit raised), a crowd of ``--crowd`` ``chat.v1`` sessions in
 ``--rooms`` rooms held by ``--crowds`` load processes (``bench.crowd``,
-picows). Once they are all connected and have gone idle, the crowd churns
-until the end: every second ``--close`` sessions close (and as many new ones
-open) and ``--wake`` idle sessions send a message (active again, idle again
-``CHAT_IDLE_AFTER`` later), so the monitor receives a steady stream of
-changes. Then, ``--runs`` times:
+picows). Once they are all connected, a first monitor watches them go idle
+(``CHAT_IDLE_AFTER`` after they connected: the first page's 100 rows
+together), and the crowd churns until the end: every second ``--close``
+sessions close (and as many new ones open) and ``--wake`` idle sessions send
+a message (active again, idle again ``CHAT_IDLE_AFTER`` later), so the
+monitor receives a steady stream of changes. Then, ``--runs`` times:
 
 1. ``--watch`` seconds with no monitor: the server's CPU (every process of
    it, from ``/proc/<pid>/stat``);
@@ -19,13 +20,18 @@ changes. Then, ``--runs`` times:
 3. ``--watch`` seconds watching: the server's CPU again, the events and
    bytes per second the page received from ``/status/events`` (counted by a
    wrapper around its ``fetch``), the main thread's long tasks
-   (``PerformanceObserver('longtask')``, 50 ms and more), and through the
+   (``PerformanceObserver('longtask')``, 50 ms and more of wall time), the
+   main thread's CPU from a Chrome trace of the window (its busy share, its
+   longest task and the tasks of 50 ms CPU or more: on a shared machine wall
+   time also counts the time the browser waited for a core), and through the
    DevTools protocol (after a forced garbage collection) the JS heap and the
-   DOM's node count at the start and end of the window.
+   DOM's node count at the start and end of the window; ``/healthz``'s
+   latency every 0.2 s in both windows (the server's event loop).
 
 With ``--burst N``, each run's window also replaces ``N`` sessions at once
 (more than one ``sessions`` event holds: the stream says ``resync``).
-Prints the medians; ``--json`` writes every run. Everything is bounded in
+Prints the medians; ``--json`` writes every run and the idle wave,
+``--trace`` the Chrome trace of the last window. Everything is bounded in
 time and every process is stopped by its PID.
 """
 

@@ -1,7 +1,7 @@
 """The pages' weight and time to first paint against a local server (docs/pages.md).
 
     .venv/bin/python -m bench.pages [--runs 11]
-    .venv/bin/python -m bench.pages --crowd 10000 --runs 5 [--burst 2000]
+    .venv/bin/python -m bench.pages --crowd 10000 --runs 3 --burst 600
 
 
 Starts ``hypercorn main:app`` on a free loopback port, sums the bytes of each
@@ -104,6 +104,7 @@ def crowded(args: argparse.Namespace) -> None:
         args.burst,
         args.idle_after,
     )
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     found = monitor.run(options)
     summary = monitor.medians(found["runs"])
     for key, value in summary.items():
@@ -111,7 +112,10 @@ def crowded(args: argparse.Namespace) -> None:
     if args.json:
         record = {
             "command": "python -m bench.pages " + " ".join(sys.argv[1:]),
-            "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+            "uptime": [
+                load,
+                subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+            ],
             "medians": summary,
             **found,
         }
@@ -124,9 +128,9 @@ def main() -> None:
     crowd = parser.add_argument_group("the monitor at scale (bench/monitor.py)")
     crowd.add_argument("--crowd", type=int, default=0, metavar="N", help="live sessions")
     crowd.add_argument("--crowds", type=int, default=2, help="load processes (default 2)")
-    crowd.add_argument("--rooms", type=int, default=20, help="rooms (default 20)")
-    crowd.add_argument("--close", type=float, default=10, help="sessions replaced per second")
-    crowd.add_argument("--wake", type=float, default=10, help="idle sessions woken per second")
+    crowd.add_argument("--rooms", type=int, default=100, help="rooms (default 100)")
+    crowd.add_argument("--close", type=float, default=5, help="sessions replaced per second")
+    crowd.add_argument("--wake", type=float, default=5, help="idle sessions woken per second")
     crowd.add_argument("--watch", type=float, default=15, help="seconds per window")
     crowd.add_argument("--burst", type=int, default=0, help="sessions replaced at once per run")
     crowd.add_argument("--idle-after", type=float, default=20, help="CHAT_IDLE_AFTER")
