@@ -274,6 +274,15 @@ def watch(browser: Any, base: str, window: Callable[[Callable[[float], object]],
         page.evaluate("performance.getEntriesByType('paint').map(e => [e.name, e.startTime])")
     )
     table_ms = float(page.evaluate("window.__bench.tableAt"))
+    # The page's two reads before its table: how long the server took to answer them.
+    fetched = [
+        (path, begin, end)
+        for path, begin, end in page.evaluate(
+            "performance.getEntriesByType('resource').map((e) => "
+            "[new URL(e.name).pathname + new URL(e.name).search, e.startTime, e.responseEnd])"
+        )
+        if path == "/status" or path.startswith("/status/sessions?limit=100&offset=0")
+    ]
     cdp = context.new_cdp_session(page)
     cdp.send("Performance.enable")
     start_heap = heap(cdp)
@@ -300,6 +309,7 @@ def watch(browser: Any, base: str, window: Callable[[Callable[[float], object]],
     return {
         "first_paint_ms": round(paints["first-paint"]),
         "table_ms": round(table_ms),
+        "reads_ms": {name: [round(begin), round(end)] for name, begin, end in fetched},
         "load_longtasks": len(at_load),
         "load_longest_ms": round(max(at_load, default=0)),
         "events_per_s": round(sum(events.values()) / seconds, 2),

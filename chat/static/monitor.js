@@ -319,8 +319,9 @@ function row(view) {
 }
 
 // A changed row is highlighted for FLASH_MS. A class added now and removed by one timer:
-// no forced layout per row (restarting a CSS animation needs one: 100 rows took >500 ms)
-// and no repaint every frame (an animated background repaints the table 60 times a second).
+// no forced layout per row (restarting a CSS animation needs one: 30 rows changed at once
+// took 200 ms of CPU) and no repaint every frame (an animated background repaints the
+// table 60 times a second: the page was busy 36 % of the time; docs/pages.md).
 const FLASH_MS = 1200;
 const litAt = new Map();
 let unlight = 0;
