@@ -53,7 +53,9 @@ const clock = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
 
 async function open() {
   try {
-    await api("/status");
+    // The first page of sessions is also the token's check (admin only, as /status is):
+    // one read before the table, not two.
+    await loadPage();
   } catch (error) {
     if (error.status) {
       $("login").classList.remove("hidden");
@@ -67,7 +69,6 @@ async function open() {
   $("login").classList.add("hidden");
   $("board").classList.remove("hidden");
   expired = false;
-  loadPage();
   loadClosed();
   stream();
 }
