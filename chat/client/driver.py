@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import random as _random
 import uuid
 from collections import deque
@@ -321,6 +322,9 @@ class Client:
                 if attempt is None:
                     await self._nap(self._core.deadline())
                     continue
+                # The CONNECTING change is told now, not once the handshake is over.
+                async with self._lock:
+                    await self._output()
                 await self._connect(attempt.url)
         finally:
             with anyio.CancelScope(shield=True):
@@ -440,7 +444,8 @@ class Client:
                 async with self._lock:
                     self._core.received(raw, self._clock.now())
                     await self._output()
-                self._wake.set()
+                if self._due_sooner():
+                    self._wake.set()
                 if len(self._queue) >= self._buffer:
                     await self._wait_for_the_application()
         except ConnectionClosed:
@@ -486,13 +491,33 @@ class Client:
             self._events_in.close()
             self._drained.set()
 
+    def _due_sooner(self) -> bool:
+        """Whether the core now wants the connection loop before the time it naps until.
+
+        Most frames (messages, presence, pings) only push the core's deadline
+        later; waking the loop for each would cost a nap (a task group and a
+        task) per frame, which a thousand clients in one process cannot afford
+        while a restart storm brings their joins, presence and replays at once.
+        """
+        if self._core.close_request is not None or self._core.token_wanted:
+            return True
+        deadline = self._core.deadline()
+        return deadline is not None and deadline < self._napping_until
+
+    #: The deadline the current (or last) :meth:`_nap` sleeps until (inf: until woken).
+    _napping_until = math.inf
+
     async def _nap(self, deadline: float | None) -> None:
         """Sleep until ``deadline`` (None: until woken), or until an application call wakes it."""
+        self._napping_until = math.inf if deadline is None else deadline
         if self._wake.is_set():
             self._wake = anyio.Event()
             return
         wake = self._wake
-        if deadline is not None and deadline <= self._clock.now():
+        # The clock is read once: read again after the check, it may have passed the
+        # deadline (a busy process), and a negative sleep raises.
+        delay = None if deadline is None else deadline - self._clock.now()
+        if delay is not None and delay <= 0:
             await anyio.lowlevel.checkpoint()
             return
         async with anyio.create_task_group() as group:
@@ -501,13 +526,11 @@ class Client:
                 await self._clock.sleep(delay)
                 group.cancel_scope.cancel()
 
-            async def woken() -> None:
-                await wake.wait()
-                group.cancel_scope.cancel()
-
-            if deadline is not None:
-                group.start_soon(timer, deadline - self._clock.now())
-            group.start_soon(woken)
+            if delay is not None:
+                group.start_soon(timer, delay)
+            # Waited for here, not in a task of its own: one task per nap, not two.
+            await wake.wait()
+            group.cancel_scope.cancel()
         if wake.is_set():
             self._wake = anyio.Event()
 
