@@ -16,7 +16,9 @@ async def test_a_rolling_restart_loses_nothing_duplicates_nothing_and_spreads_re
     tmp_path: Path, own_redis: RedisServer
 ) -> None:
     report = await rolling_restart(tmp_path, own_redis, clients=30, rate=20)
-    assert report.acked > 40
+    # The sender kept sending through its own reconnects: every send acknowledged.
+    assert report.acked > 100, report
+    assert (report.sent, report.send_failed) == (report.acked, 0), report
     assert (report.lost, report.duplicated, report.out_of_order) == (0, 0, 0)
     assert report.unrecoverable == 0
     # Every listener was told bye at least once (its node went down) and was back in time.
