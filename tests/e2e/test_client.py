@@ -22,6 +22,7 @@ from chat.client import (
     ServerError,
     StateChanged,
 )
+from chat.client.tokens import expiry
 from tests.e2e.conftest import StartServer, keep_secret
 from tests.e2e.harness import Server, start_server
 from tests.redis_server import RedisServer
@@ -199,19 +200,23 @@ async def test_a_token_provider_keeps_the_session_alive_past_each_tokens_exp(
     start: StartServer,
 ) -> None:
     server = start({"CHAT_JWT_SECRET": SECRET, "CHAT_JWT_LEEWAY": "0"})
-    calls: list[float] = []
+    tokens: list[str] = []
 
     def provider() -> str:
-        calls.append(time.monotonic())
-        return token("alice", ttl=2)
+        tokens.append(token("alice", ttl=2))
+        return tokens[-1]
 
     async with Client(server.ws("/ws/lobby"), token_provider=provider) as client:
         await client.wait_connected()
         session = client.session
-        # Four tokens of at most two seconds (exp is whole seconds), each renewed
-        # three quarters into its life: the session outlives the first ones.
-        assert await eventually(lambda: len(calls) >= 4, timeout=15)
-        assert calls[-1] - calls[0] > 2.0
+        first_exp = expiry(tokens[0])
+        assert first_exp is not None
+        # Tokens of two seconds (one to two, exp being whole seconds), refreshed
+        # at three quarters of their life: the session outlives the first one by
+        # a second (the server, without leeway, closes a session whose token lapsed).
+        assert await eventually(
+            lambda: len(tokens) >= 4 and time.time() > first_exp + 1.0, timeout=15
+        )
         ack = await client.send("lobby", "still here")
         assert client.session == session
         assert client.statistics()["reconnects"] == 0
