@@ -132,6 +132,7 @@ class Feed:
     async def _serve(self) -> None:
         self._link.trouble = anyio.Event()
         self._streams.run = await self._link.run_id()
+        await self._link.forget_connections()
         pubsub = self._pubsub = self._link.listener.pubsub()
         channels = [self._canary, *(keys.channel(room) for room in self.rooms)]
         with anyio.fail_after(COMMAND_TIMEOUT * 4):

@@ -134,6 +134,14 @@ class Link:
         self.ok = True
         return result
 
+    async def forget_connections(self) -> None:
+        """Close the idle connections of :attr:`once` (call on each new subscription).
+
+        After Redis restarted they lead nowhere, and a command that is never
+        retried would fail on the first of them, after the outage was over.
+        """
+        await self.once.connection_pool.disconnect(inuse_connections=False)
+
     async def run_id(self) -> str:
         """The Redis server's run (its ``run_id``, shortened): part of every epoch."""
         with anyio.fail_after(COMMAND_TIMEOUT * 2):
