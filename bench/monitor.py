@@ -40,10 +40,8 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
-import select
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,8 +53,8 @@ from typing import Any
 
 import httpx
 
-from bench.processes import children, cpu_s
-from tests.e2e.harness import REPO, Server, start_server
+from bench.processes import LineProcess, children, cpu_s
+from tests.e2e.harness import Server, start_server
 
 #: Rows of the monitor's sessions table (``PAGE`` in chat/static/monitor.js).
 TABLE_ROWS = 100
@@ -121,32 +119,10 @@ class Options:
     idle_after: float
 
 
-class Crowd:
+class Crowd(LineProcess):
     """One ``bench.crowd`` process."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.crowd"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.say(json.dumps(spec))
-
-    def say(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def line(self, timeout: float) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        text = self.process.stdout.readline() if ready else ""
-        if not text:
-            raise RuntimeError("the crowd process said nothing in time (or died)")
-        found: dict[str, Any] = json.loads(text)
-        return found
+    module = "bench.crowd"
 
     def stop(self) -> dict[str, Any]:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -154,12 +155,15 @@ class PeakRss:
                 self.kib = max(self.kib, rss_kib(self.pid))
 
 
-class Client:
-    """One ``bench.client`` process."""
+class LineProcess:
+    """A ``python -m <module>`` child spoken to in lines: the JSON spec first, then
+    words; it answers with JSON lines."""
+
+    module = ""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.client"],
+            [sys.executable, "-m", self.module],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -167,18 +171,29 @@ class Client:
         )
         self.say(json.dumps(spec))
 
-    def line(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        text = self.process.stdout.readline()
-        if not text:
-            raise RuntimeError("bench client died")
-        result: dict[str, Any] = json.loads(text)
-        return result
-
     def say(self, word: str) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(word + "\n")
         self.process.stdin.flush()
+
+    def line(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next answer; RuntimeError if the child died (or said nothing in ``timeout``)."""
+        assert self.process.stdout is not None
+        if timeout is not None:
+            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+            if not ready:
+                raise RuntimeError(f"{self.module} said nothing in {timeout} s")
+        text = self.process.stdout.readline()
+        if not text:
+            raise RuntimeError(f"{self.module} died")
+        found: dict[str, Any] = json.loads(text)
+        return found
+
+
+class Client(LineProcess):
+    """One ``bench.client`` process."""
+
+    module = "bench.client"
 
     def stop(self) -> None:
         if self.process.poll() is None:
